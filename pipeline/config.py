@@ -1,0 +1,157 @@
+"""Config models for config.yaml (pydantic, unknown keys rejected, ranges checked).
+
+Every section has defaults, so a user only has to write `cameras:`. Secrets such as RTSP
+passwords are written as `${ENV_NAME}` in URLs and resolved from the environment at load time;
+`redact()` is what logs and metrics use instead of the resolved URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="id used in metrics, logs and events")
+    url: str = Field(min_length=1, description="rtsp://..., a video file, or a folder of images")
+    kind: Literal["auto", "file", "rtsp", "folder"] = "auto"
+    fps: float = Field(10.0, gt=0, le=240, description="frame rate of a folder of images")
+    model: Path | None = Field(None, description="normality model file; default <models_dir>/<name>.npz")
+    analysis_fps: float | None = Field(None, gt=0, le=240, description="analyse at most this many fps")
+
+
+class RuntimeConfig(Section):
+    mode: Literal["auto", "live", "replay"] = "auto"  # auto: live when any camera is rtsp
+    ingress_capacity: int = Field(0, ge=0, le=1024)
+    pipe_capacity: int = Field(0, ge=0, le=1024)
+    drain_timeout_s: float = Field(10.0, gt=0, le=600)
+    unhealthy_after: int = Field(5, ge=1, le=10_000)
+
+
+class SourceConfig(Section):
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(5.0, gt=0, le=120)
+    stall_timeout_s: float = Field(5.0, gt=0, le=600, description="no frame this long: reconnect")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(10.0, gt=0, le=600)
+
+
+class HttpConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)
+    token_env: str | None = Field(None, description="env var holding a bearer token that protects /metrics")
+    stall_limit_s: float = Field(30.0, gt=0, description="/healthz fails when a live camera is silent this long")
+
+
+class JsonlSinkConfig(Section):
+    enabled: bool = True
+    path: str = "-"  # "-" is stdout
+
+
+class SqliteSinkConfig(Section):
+    enabled: bool = True
+    path: Path = Path("var/events.db")
+
+
+class SinksConfig(Section):
+    jsonl: JsonlSinkConfig = JsonlSinkConfig()
+    sqlite: SqliteSinkConfig = SqliteSinkConfig()
+
+
+class DetectorConfig(Section):
+    model: str = "yolo11n.pt"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+    imgsz: int = Field(640, ge=32, le=4096)
+    confidence: float = Field(0.15, ge=0, le=1)
+    iou: float = Field(0.5, ge=0, le=1)
+    classes: list[int] | None = None
+    tracker: Literal["bytetrack", "botsort"] = "bytetrack"
+    batch: int = Field(1, ge=1, le=64)
+
+
+class PoseConfig(Section):
+    enabled: bool = True
+    model: str = "yolo11n-pose.pt"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+    crop_size: int = Field(160, ge=32, le=1024, description="top-down crops are resized to this")
+    full_frame_min_height: float = Field(
+        0.35, gt=0, le=1, description="people taller than this share of the frame use full-frame pose"
+    )
+    batch: int = Field(16, ge=1, le=256)
+
+
+class FlowConfig(Section):
+    enabled: bool = True
+    method: Literal["dis", "raft"] = "dis"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+    scale: float = Field(1.0, gt=0, le=1, description="compute flow on the frame scaled by this")
+    preset: Literal["ultrafast", "fast", "medium"] = "fast"
+
+
+class AttributesConfig(Section):
+    grid: tuple[int, int] = (6, 8)  # rows, cols of the place grid
+    velocity_window: int = Field(5, ge=2, le=100)
+    motion_bins: tuple[int, int] = (4, 8)  # magnitude x orientation
+    blob_min_area: float = Field(0.002, gt=0, le=1, description="share of frame area for unexplained motion")
+    blob_min_flow: float = Field(1.0, gt=0, description="pixels per frame")
+
+
+class ScoringConfig(Section):
+    models_dir: Path = Path("var/models")
+    combine: Literal["max", "top2_mean"] = "max"
+    smoothing_frames: int = Field(10, ge=1, le=1000)
+    warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+
+
+class EventsConfig(Section):
+    start_score: float = Field(3.0, ge=0, description="calibrated score that opens an event")
+    end_score: float = Field(2.0, ge=0, description="score under which an event may end (hysteresis)")
+    min_duration_s: float = Field(0.5, ge=0)
+    end_after_s: float = Field(1.5, ge=0, description="quiet time before an event ends")
+    cooldown_s: float = Field(10.0, ge=0, description="per camera and track, after an event ended")
+    update_every_s: float = Field(2.0, gt=0)
+    media_dir: Path = Path("var/media")
+    snapshots: bool = True
+    clips: bool = True
+    clip_pre_s: float = Field(2.0, ge=0, le=60)
+    clip_post_s: float = Field(2.0, ge=0, le=60)
+
+    @field_validator("end_score")
+    @classmethod
+    def _end_below_start(cls, v: float, info) -> float:  # type: ignore[no-untyped-def]
+        start = info.data.get("start_score")
+        if start is not None and v > start:
+            raise ValueError(f"end_score ({v}) must not exceed start_score ({start})")
+        return v
+
+
+class VigilConfig(Section):
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    runtime: RuntimeConfig = RuntimeConfig()
+    source: SourceConfig = SourceConfig()
+    http: HttpConfig = HttpConfig()
+    sinks: SinksConfig = SinksConfig()
+    detector: DetectorConfig = DetectorConfig()
+    pose: PoseConfig = PoseConfig()
+    flow: FlowConfig = FlowConfig()
+    attributes: AttributesConfig = AttributesConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    events: EventsConfig = EventsConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"camera names must be unique, repeated: {', '.join(dup)}")
+        return cameras

@@ -1,0 +1,1 @@
+"""Vigil's stages: one module per stage, each a short class over a pure model or algorithm object."""
