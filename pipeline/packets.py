@@ -188,6 +188,28 @@ class Poses:
 
 
 @dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Appearance embeddings of tracked boxes (L2-normalised rows)."""
+
+    detection_index: np.ndarray
+    track_id: np.ndarray
+    vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        n: dict[str, int] = {}
+        check_array("Embeddings", "detection_index", self.detection_index, ("N",), np.integer, n)
+        check_array("Embeddings", "track_id", self.track_id, ("N",), np.integer, n)
+        check_array("Embeddings", "vectors", self.vectors, ("N", None), np.floating, n)
+
+    @classmethod
+    def empty(cls, dim: int) -> Embeddings:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+
+@dataclass(frozen=True, slots=True)
 class FlowField:
     """Dense optical flow from the previous analysed frame to this one.
 
@@ -288,12 +310,16 @@ class SceneGraph:
         e: dict[str, int] = {}
         check_array("SceneGraph", "node_ids", self.node_ids, ("N",), np.integer, n)
         if len(self.node_labels) != n["N"]:
-            raise PacketError(f"SceneGraph.node_labels: expected {n['N']} labels, got {len(self.node_labels)}")
+            raise PacketError(
+                f"SceneGraph.node_labels: expected {n['N']} labels, got {len(self.node_labels)}"
+            )
         check_array("SceneGraph", "subject", self.subject, ("E",), np.integer, e)
         check_array("SceneGraph", "object", self.object, ("E",), np.integer, e)
         check_array("SceneGraph", "confidence", self.confidence, ("E",), np.floating, e)
         if len(self.predicate) != e["E"]:
-            raise PacketError(f"SceneGraph.predicate: expected {e['E']} predicates, got {len(self.predicate)}")
+            raise PacketError(
+                f"SceneGraph.predicate: expected {e['E']} predicates, got {len(self.predicate)}"
+            )
         known = set(self.node_ids.tolist())
         unknown = (set(self.subject.tolist()) | set(self.object.tolist())) - known
         if unknown:
@@ -445,7 +471,18 @@ class Event:
 # --------------------------------------------------------------------------------------------------
 # the unit that flows through the runner
 
-SLOTS = ("frame", "detections", "poses", "flow", "attributes", "scene_graph", "scores", "explanations", "events")
+SLOTS = (
+    "frame",
+    "detections",
+    "poses",
+    "appearance",
+    "flow",
+    "attributes",
+    "scene_graph",
+    "scores",
+    "explanations",
+    "events",
+)
 
 
 @dataclass(slots=True)
@@ -458,6 +495,7 @@ class FramePacket:
     frame: Frame
     detections: Detections | None = None
     poses: Poses | None = None
+    appearance: Embeddings | None = None
     flow: FlowField | None = None
     attributes: ObjectAttributes | None = None
     scene_graph: SceneGraph | None = None
