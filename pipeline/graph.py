@@ -41,9 +41,7 @@ def build_graph(stages: Sequence[Stage]) -> StageGraph:
     for stage in stages:
         for slot in stage.provides:
             if slot in providers:
-                raise GraphError(
-                    f"slot {slot!r} is provided by both {providers[slot]!r} and {stage.name!r}"
-                )
+                raise GraphError(f"slot {slot!r} is provided by both {providers[slot]!r} and {stage.name!r}")
             providers[slot] = stage.name
 
     graph = nx.DiGraph()

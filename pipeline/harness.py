@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pipeline.graph import build_graph
 from pipeline.metrics import Metrics
 from pipeline.packets import Frame, FramePacket
-from pipeline.runner import RunnerOptions, RunReport, Runner
+from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
 from pipeline.sources.base import Source, SourceMonitor
 from pipeline.stage import Stage

@@ -18,12 +18,19 @@ def fields(**values: object) -> dict[str, object]:
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        base = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         extras = " ".join(
-            f"{k}={_quote(v)}" for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
+            f"{k}={_quote(v)}"
+            for k, v in record.__dict__.items()
+            if k not in _RESERVED and not k.startswith("_")
         )
         line = f"{base} {extras}" if extras else base
-        if record.exc_info and record.levelno >= logging.ERROR and logging.getLogger("vigil").isEnabledFor(logging.DEBUG):
+        if (
+            record.exc_info
+            and record.levelno >= logging.ERROR
+            and logging.getLogger("vigil").isEnabledFor(logging.DEBUG)
+        ):
             line += "\n" + self.formatException(record.exc_info)
         return line
 

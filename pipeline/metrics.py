@@ -70,7 +70,10 @@ class Metrics:
             "vigil_stage_queue_depth", "Packets waiting in front of a stage", ["stage"], registry=r
         )
         self.stage_errors = Counter(
-            "vigil_stage_errors", "Exceptions raised by a stage while processing", ["camera", "stage"], registry=r
+            "vigil_stage_errors",
+            "Exceptions raised by a stage while processing",
+            ["camera", "stage"],
+            registry=r,
         )
         self.stage_healthy = Gauge(
             "vigil_stage_healthy", "1 while a stage is not failing repeatedly", ["stage"], registry=r
@@ -86,7 +89,10 @@ class Metrics:
         )
         self.source_up = Gauge("vigil_source_up", "1 while the source is connected", ["camera"], registry=r)
         self.source_reconnects = Counter(
-            "vigil_source_reconnects", "Reconnection attempts after a lost or failed source", ["camera"], registry=r
+            "vigil_source_reconnects",
+            "Reconnection attempts after a lost or failed source",
+            ["camera"],
+            registry=r,
         )
         self.e2e_latency = Histogram(
             "vigil_end_to_end_latency_seconds",
@@ -105,7 +111,9 @@ class Metrics:
             registry=r,
         )
         self.frame_score = Gauge(
-            "vigil_frame_score", "Causally smoothed anomaly score of the camera's latest frame", ["camera"],
+            "vigil_frame_score",
+            "Causally smoothed anomaly score of the camera's latest frame",
+            ["camera"],
             registry=r,
         )
         self.sink_errors = Counter(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.channels import Closed, Ingress, Item, Pipe
+from pipeline.channels import Closed, Ingress, Pipe
 from pipeline.errors import SourceError
 from pipeline.graph import StageGraph
 from pipeline.logs import fields
@@ -40,6 +40,8 @@ class RunnerOptions:
     drain_timeout_s: float = 10.0
     unhealthy_after: int = 5  # consecutive failures that mark a stage unhealthy
     poll_s: float = 0.05
+    #: per camera: analyse at most this many frames per second (others pass through unanalysed)
+    analysis_fps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +54,28 @@ class RunReport:
     events: int = 0
     wall_s: float = 0.0
     clean_shutdown: bool = True
+
+
+class AnalysisStride:
+    """Chooses which frames to analyse so a camera is analysed at about `fps` frames per second.
+
+    Works on timestamps, not frame counts, so it holds for variable frame rates and sources
+    whose rate is not a multiple of the analysis rate.
+    """
+
+    def __init__(self, fps: float | None) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self.next_due: float | None = None
+
+    def take(self, pts: float, source_fps: float) -> bool:
+        if self.interval <= 0:
+            return True
+        half_frame = 0.5 / source_fps
+        if self.next_due is None or pts + half_frame >= self.next_due:
+            due = pts if self.next_due is None else self.next_due
+            self.next_due = max(due + self.interval, pts + half_frame)
+            return True
+        return False
 
 
 class Runner:
@@ -95,7 +119,9 @@ class Runner:
         started = time.monotonic()
         self._start_stages()
         workers = [
-            threading.Thread(target=self._stage_worker, args=(i, stage), name=f"stage-{stage.name}", daemon=True)
+            threading.Thread(
+                target=self._stage_worker, args=(i, stage), name=f"stage-{stage.name}", daemon=True
+            )
             for i, stage in enumerate(self.graph.order)
         ]
         finisher = threading.Thread(target=self._finish_worker, name="finish", daemon=True)
@@ -103,7 +129,9 @@ class Runner:
         for source in self.sources:
             self.ingress.open_lane(source.camera)
             feeders.append(
-                threading.Thread(target=self._source_worker, args=(source,), name=f"source-{source.camera}", daemon=True)
+                threading.Thread(
+                    target=self._source_worker, args=(source,), name=f"source-{source.camera}", daemon=True
+                )
             )
         for t in [*workers, finisher, *feeders]:
             t.start()
@@ -140,6 +168,7 @@ class Runner:
         monitor = SourceMonitor(camera, source.live, self.metrics)
         added = False
         pace_origin: tuple[float, float] | None = None
+        stride = AnalysisStride(self.options.analysis_fps.get(camera))
         decoded = 0
         try:
             for frame in source.frames(self.stop, monitor):
@@ -151,7 +180,10 @@ class Runner:
                 decoded += 1
                 if self.options.realtime and not source.live:
                     pace_origin = self._pace(frame.pts, pace_origin)
-                if not self.ingress.put(camera, FramePacket(frame=frame), self.stop):
+                packet = FramePacket(frame=frame, analysed=stride.take(frame.pts, frame.fps))
+                if source.live and not packet.analysed:
+                    continue  # live: frames outside the analysis rate are not queued at all
+                if not self.ingress.put(camera, packet, self.stop):
                     break
                 if self.stop.is_set():
                     break
@@ -344,7 +376,9 @@ class Runner:
                 sink.write(events)
             except Exception as exc:
                 self.metrics.sink_errors.labels(sink.name).inc()
-                log.error(f"sink failed: {type(exc).__name__}: {exc}", extra=fields(stage=f"sink-{sink.name}"))
+                log.error(
+                    f"sink failed: {type(exc).__name__}: {exc}", extra=fields(stage=f"sink-{sink.name}")
+                )
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -352,7 +386,9 @@ class Runner:
                 sink.close()
             except Exception as exc:
                 self.metrics.sink_errors.labels(sink.name).inc()
-                log.error(f"sink close failed: {type(exc).__name__}: {exc}", extra=fields(stage=f"sink-{sink.name}"))
+                log.error(
+                    f"sink close failed: {type(exc).__name__}: {exc}", extra=fields(stage=f"sink-{sink.name}")
+                )
 
     def _update_depths(self) -> None:
         for i, stage in enumerate(self.graph.order):

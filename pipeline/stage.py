@@ -45,4 +45,6 @@ class Stage(ABC):
         super().__init_subclass__(**kwargs)
         for slot in (*getattr(cls, "needs", ()), *getattr(cls, "provides", ())):
             if slot not in SLOTS:
-                raise TypeError(f"stage {cls.__name__}: unknown slot {slot!r}; known slots: {', '.join(SLOTS)}")
+                raise TypeError(
+                    f"stage {cls.__name__}: unknown slot {slot!r}; known slots: {', '.join(SLOTS)}"
+                )
