@@ -33,7 +33,8 @@ class SourceMonitor:
     def reconnecting(self, attempt: int, delay_s: float) -> None:
         self.metrics.source_reconnects.labels(self.camera).inc()
         log.info(
-            "source reconnecting", extra=fields(camera=self.camera, attempt=attempt, delay_s=round(delay_s, 2))
+            "source reconnecting",
+            extra=fields(camera=self.camera, attempt=attempt, delay_s=round(delay_s, 2)),
         )
 
     def frame(self, frame: Frame) -> None:
