@@ -65,8 +65,12 @@ class Ingress:
         with self._cond:
             return sum(len(lane) for lane in self._lanes.values())
 
-    def get_batch(self, max_items: int, timeout: float) -> list[Item]:
-        """Up to `max_items` items, round-robin over cameras; [] on timeout; Closed when done."""
+    def get_batch(self, max_items: int, timeout: float, max_wait: float = 0.0) -> list[Item]:
+        """Up to `max_items` items, round-robin over cameras; [] on timeout; Closed when done.
+
+        With `max_wait` > 0, once one item is there, waits up to that long for the batch to fill
+        (frames of other cameras arriving), so batching never adds more than `max_wait` latency.
+        """
         deadline = time.monotonic() + timeout
         with self._cond:
             while not any(self._lanes.values()):
@@ -75,6 +79,14 @@ class Ingress:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
+                self._cond.wait(remaining)
+            fill_deadline = time.monotonic() + max_wait
+            while (
+                max_wait > 0
+                and not self._closed
+                and sum(len(lane) for lane in self._lanes.values()) < max_items
+                and (remaining := fill_deadline - time.monotonic()) > 0
+            ):
                 self._cond.wait(remaining)
             batch: list[Item] = []
             while len(batch) < max_items and any(self._lanes.values()):
@@ -128,7 +140,7 @@ class Pipe:
         with self._cond:
             return len(self._items)
 
-    def get_batch(self, max_items: int, timeout: float) -> list[Item]:
+    def get_batch(self, max_items: int, timeout: float, max_wait: float = 0.0) -> list[Item]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._items:
@@ -137,6 +149,14 @@ class Pipe:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
+                self._cond.wait(remaining)
+            fill_deadline = time.monotonic() + max_wait
+            while (
+                max_wait > 0
+                and not self._closed
+                and len(self._items) < max_items
+                and (remaining := fill_deadline - time.monotonic()) > 0
+            ):
                 self._cond.wait(remaining)
             batch: list[Item] = []
             while self._items and len(batch) < max_items:

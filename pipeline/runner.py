@@ -240,7 +240,7 @@ class Runner:
         try:
             while not self._abort.is_set():
                 try:
-                    items = inbox.get_batch(stage.max_batch, self.options.poll_s * 4)
+                    items = inbox.get_batch(stage.max_batch, self.options.poll_s * 4, stage.batch_wait_s)
                 except Closed:
                     break
                 ready: list[FramePacket] = []

@@ -19,6 +19,8 @@ class Stage(ABC):
     provides: ClassVar[tuple[str, ...]] = ()
     #: frames a worker may hand to `process_batch` at once (frames of several cameras together)
     max_batch: int = 1
+    #: once a frame is waiting, how long to wait for more to fill a batch (bounds added latency)
+    batch_wait_s: float = 0.0
 
     def on_start(self) -> None:
         """Load models, open files. Called once in the stage's worker before the first packet."""
