@@ -524,3 +524,5 @@ class SourceEvent:
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    #: events a stage produced while handling this message (e.g. alerts ended at end of stream)
+    events: tuple[Event, ...] = ()

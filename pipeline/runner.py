@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.channels import Closed, Ingress, Pipe
 from pipeline.errors import SourceError
@@ -250,6 +250,9 @@ class Runner:
                         self._forward(outbox, ready)
                         ready = []
                         self._control(stage, item)
+                        pending = stage.drain_events()
+                        if pending:
+                            item = replace(item, events=(*item.events, *pending))
                         outbox.put(item, self._abort)
                     else:
                         self.metrics.frames_in.labels(item.frame.camera, stage.name).inc()
@@ -348,6 +351,8 @@ class Runner:
             for item in items:
                 if isinstance(item, FramePacket):
                     self._finish(item)
+                elif item.events:
+                    self._emit(list(item.events))
 
     def _finish(self, packet: FramePacket) -> None:
         frame = packet.frame

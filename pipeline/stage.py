@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from pipeline.packets import SLOTS, FramePacket, SourceEvent
+from pipeline.packets import SLOTS, Event, FramePacket, SourceEvent
 
 
 class Stage(ABC):
@@ -33,6 +33,10 @@ class Stage(ABC):
 
     def on_source_eos(self, event: SourceEvent) -> None:
         """A camera ended (file finished, source removed): free its state here."""
+
+    def drain_events(self) -> list[Event]:
+        """Events produced by a control hook (e.g. alerts ended on EOS); the runner sends them in-band."""
+        return []
 
     @abstractmethod
     def process(self, packet: FramePacket) -> None:
