@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class Section(BaseModel):
@@ -146,6 +146,8 @@ class VigilConfig(Section):
     scoring: ScoringConfig = ScoringConfig()
     events: EventsConfig = EventsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.configfile.redact)
+    _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("cameras")
     @classmethod
