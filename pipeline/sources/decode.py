@@ -1,0 +1,75 @@
+"""PyAV helpers shared by the file and RTSP sources: frame rate, a monotonic clock, BGR conversion."""
+
+from __future__ import annotations
+
+import math
+
+import av
+import av.container
+import av.video.frame
+import av.video.stream
+import numpy as np
+
+DEFAULT_FPS = 10.0
+
+
+def stream_fps(stream: av.video.stream.VideoStream, default: float = DEFAULT_FPS) -> float:
+    """The stream's frame rate (average, else guessed), or `default` when it declares none."""
+    for rate in (stream.average_rate, stream.guessed_rate):
+        if rate is not None and rate > 0:
+            value = float(rate)
+            if math.isfinite(value) and 0 < value <= 1000:
+                return value
+    return default
+
+
+def first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    return container.streams.video[0] if container.streams.video else None
+
+
+def to_bgr(frame: av.video.frame.VideoFrame) -> np.ndarray:
+    """A decoded picture as a contiguous HxWx3 uint8 BGR array."""
+    return np.ascontiguousarray(frame.to_ndarray(format="bgr24"))
+
+
+class PtsClock:
+    """Turns decoder timestamps into seconds that start at 0 and only ever increase.
+
+    Each connection (a session) has its own timestamp origin: a camera that reconnects restarts
+    its clock, and a frame may come without a timestamp (pts=None, typical of the first RTSP
+    frame). Within a session pts follow the stream; a missing or backwards timestamp becomes
+    "previous + one frame". A new session continues from the previous one, plus the wall-clock gap
+    when `gap_s` is given (so an outage shows up as a jump in time, as it really was).
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self._last: float | None = None
+        self._offset = 0.0  # pts of the session's first frame
+        self._base: float | None = None  # stream time that maps to _offset
+        self._session_frames = 0
+
+    @property
+    def step(self) -> float:
+        return 1.0 / self.fps
+
+    def new_session(self, fps: float, gap_s: float = 0.0) -> None:
+        self.fps = fps
+        self._offset = 0.0 if self._last is None else self._last + max(self.step, gap_s)
+        self._base = None
+        self._session_frames = 0
+
+    def pts(self, stream_time: float | None) -> float:
+        last = self._last
+        expected = self._offset if last is None or self._session_frames == 0 else last + self.step
+        if stream_time is not None and math.isfinite(stream_time) and self._base is None:
+            self._base = stream_time - (expected - self._offset)
+        if stream_time is None or self._base is None or not math.isfinite(stream_time):
+            value = expected
+        else:
+            value = self._offset + (stream_time - self._base)
+            if self._last is not None and value <= self._last:
+                value = self._last + self.step
+        self._last = value
+        self._session_frames += 1
+        return value
