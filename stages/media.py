@@ -1,0 +1,208 @@
+"""Event media: annotated JPEG snapshots and mp4 clips with a pre-roll ring buffer per camera.
+
+Both are plain objects the event stage owns; they know nothing about the runner. Clips are
+encoded with PyAV (H.264 when the build has libx264, else MPEG-4 Part 2) as frames arrive, so a
+clip costs one encoder per open event and no frame copies beyond the pre-roll buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from pipeline.errors import PacketError
+from pipeline.packets import Frame, Reason
+
+log = logging.getLogger("vigil.media")
+
+#: BGR colours: the event's object in red, other objects in grey
+EVENT_COLOUR = (0, 0, 255)
+OTHER_COLOUR = (160, 160, 160)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A box to draw on a snapshot."""
+
+    xyxy: tuple[float, float, float, float]
+    label: str
+    highlight: bool = False
+
+
+def draw_snapshot(
+    image: np.ndarray, boxes: Sequence[Box], reasons: Sequence[Reason], top: int = 3
+) -> np.ndarray:
+    """A copy of `image` (BGR) with the boxes and the `top` reasons' sentences drawn on it."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise PacketError(f"snapshot image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    out = np.ascontiguousarray(image.copy())
+    h, w = out.shape[:2]
+    scale = max(0.35, min(w, h) / 700.0)
+    for box in sorted(boxes, key=lambda b: b.highlight):  # the event's box drawn last, on top
+        colour = EVENT_COLOUR if box.highlight else OTHER_COLOUR
+        x1, y1, x2, y2 = (round(v) for v in box.xyxy)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2 if box.highlight else 1)
+        if box.label:
+            cv2.putText(
+                out, box.label, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA
+            )
+    line_h = round(22 * scale) + 4
+    lines = [f"{i + 1}. {r.sentence or r.attribute} ({r.score:.1f})" for i, r in enumerate(reasons[:top])]
+    if lines:
+        band = out[: line_h * len(lines) + 4]
+        band[:] = (band.astype(np.float32) * 0.4).astype(np.uint8)  # darken so text is readable
+        for i, text in enumerate(lines):
+            y = line_h * (i + 1) - 2
+            cv2.putText(out, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> Path:
+    """Write `image` (BGR) as a JPEG, creating the folder; raises OSError when it cannot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"cannot encode JPEG for {path}")
+    path.write_bytes(data.tobytes())
+    return path
+
+
+#: what writing media may raise: file-system errors and FFmpeg errors
+MEDIA_ERRORS: tuple[type[Exception], ...] = (OSError, av.error.FFmpegError)
+
+
+def pick_codec() -> str:
+    """libx264 when this PyAV build has it, else mpeg4 (always built into FFmpeg)."""
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+class ClipWriter:
+    """One mp4 file being written frame by frame; timestamps follow the frames' pts."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, codec: str | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.frames = 0
+        self.last_frame_pts: float | None = None  # source pts of the last frame written
+        self._size = (width, height)
+        self._time_base = Fraction(1, 1000)  # pts in milliseconds: robust to variable frame rates
+        self._last_pts = -1
+        self._container = av.open(str(path), mode="w")
+        codec = codec or pick_codec()
+        self._stream = self._container.add_stream(codec, rate=Fraction(round(fps * 1000), 1000))
+        # yuv420p needs even sizes; odd frames are padded by one pixel
+        self._stream.width = width + width % 2
+        self._stream.height = height + height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.time_base = self._time_base
+        self._stream.codec_context.time_base = self._time_base
+        if codec == "libx264":
+            self._stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        else:
+            self._stream.bit_rate = 2_000_000
+        self._t0: float | None = None
+
+    def write(self, frame: Frame) -> None:
+        if (frame.width, frame.height) != self._size:
+            raise PacketError(
+                f"clip {self.path.name}: frame size {frame.width}x{frame.height} differs from {self._size}"
+            )
+        if self._t0 is None:
+            self._t0 = frame.pts
+        pts = round((frame.pts - self._t0) * 1000)
+        if pts <= self._last_pts:  # a repeated or out-of-order timestamp: keep the stream monotonic
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        image = frame.image
+        pad_h, pad_w = self._stream.height - image.shape[0], self._stream.width - image.shape[1]
+        if pad_h or pad_w:
+            image = cv2.copyMakeBorder(image, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        vf.pts = pts
+        vf.time_base = self._time_base
+        for packet in self._stream.encode(vf):
+            self._container.mux(packet)
+        self.frames += 1
+        self.last_frame_pts = frame.pts
+
+    def close(self) -> None:
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+
+@dataclass
+class _Recording:
+    writer: ClipWriter
+    stop_after: float | None = None  # pts after which the clip is finished; None while the event is open
+
+
+class CameraClips:
+    """Per-camera pre-roll ring buffer and the clips being recorded from it.
+
+    `push` every analysed frame; `start` opens a clip that begins with the buffered pre-roll;
+    `finish` schedules its end `post_s` after the given time; `close_all` finalises every clip
+    (end of stream or shutdown) with whatever post-roll has arrived.
+    """
+
+    def __init__(self, camera: str, pre_s: float, post_s: float, codec: str | None = None) -> None:
+        self.camera = camera
+        self.pre_s = pre_s
+        self.post_s = post_s
+        self.codec = codec or pick_codec()
+        self._buffer: deque[Frame] = deque()
+        self._recordings: dict[str, _Recording] = {}
+
+    def push(self, frame: Frame) -> list[Path]:
+        """Buffer `frame`, feed it to open clips; returns the paths of clips finished by it."""
+        self._buffer.append(frame)
+        while self._buffer and frame.pts - self._buffer[0].pts > self.pre_s + 1e-6:
+            self._buffer.popleft()
+        done: list[Path] = []
+        for key, rec in list(self._recordings.items()):
+            if rec.stop_after is not None and frame.pts > rec.stop_after + 1e-6:
+                done.append(self._close(key))
+                continue
+            if rec.writer.last_frame_pts is None or frame.pts > rec.writer.last_frame_pts:
+                rec.writer.write(frame)
+        return done
+
+    def start(self, key: str, path: Path) -> Path:
+        """Open a clip at `path` starting with the pre-roll (which includes the current frame)."""
+        if key in self._recordings:
+            return self._recordings[key].writer.path
+        if not self._buffer:
+            raise PacketError(f"clip {key}: no frame buffered yet for camera {self.camera!r}")
+        last = self._buffer[-1]
+        writer = ClipWriter(path, last.width, last.height, last.fps, self.codec)
+        for frame in self._buffer:
+            writer.write(frame)
+        self._recordings[key] = _Recording(writer)
+        return path
+
+    def finish(self, key: str, at_pts: float) -> None:
+        """The event ended at `at_pts`: keep recording `post_s` more seconds, then close."""
+        rec = self._recordings.get(key)
+        if rec is not None:
+            rec.stop_after = at_pts + self.post_s
+
+    def close_all(self) -> list[Path]:
+        return [self._close(key) for key in list(self._recordings)]
+
+    def open_clips(self) -> int:
+        return len(self._recordings)
+
+    def _close(self, key: str) -> Path:
+        rec = self._recordings.pop(key)
+        rec.writer.close()
+        return rec.writer.path
