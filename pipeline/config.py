@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -60,9 +60,46 @@ class SqliteSinkConfig(Section):
     path: Path = Path("var/events.db")
 
 
+class DeliveryConfig(Section):
+    """How a network sink drains the SQLite outbox: in order, retrying with capped exponential backoff."""
+
+    backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    backoff_max_s: float = Field(30.0, gt=0, le=3600)
+    poll_s: float = Field(0.25, gt=0, le=60, description="how often an idle worker looks for new events")
+    batch: int = Field(100, ge=1, le=10_000, description="outbox rows read per query")
+
+
+class MqttSinkConfig(DeliveryConfig):
+    enabled: bool = False
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str = Field("vigil", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    topic_prefix: str = Field("vigil", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    username: str | None = None
+    password_env: str | None = Field(None, description="env var holding the broker password")
+    tls: bool = False
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    ack_timeout_s: float = Field(10.0, gt=0, le=300, description="wait this long for PUBACK")
+
+
+class WebhookSinkConfig(DeliveryConfig):
+    enabled: bool = False
+    url: str | None = Field(None, pattern=r"^https?://", description="endpoint that receives each event")
+    secret_env: str | None = Field(None, description="env var holding the HMAC-SHA256 signing secret")
+    timeout_s: float = Field(5.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _url_when_enabled(self) -> WebhookSinkConfig:
+        if self.enabled and self.url is None:
+            raise ValueError("an enabled webhook needs a url")
+        return self
+
+
 class SinksConfig(Section):
     jsonl: JsonlSinkConfig = JsonlSinkConfig()
     sqlite: SqliteSinkConfig = SqliteSinkConfig()
+    mqtt: MqttSinkConfig = MqttSinkConfig()
+    webhook: WebhookSinkConfig = WebhookSinkConfig()
 
 
 class DetectorConfig(Section):

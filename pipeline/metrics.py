@@ -119,6 +119,23 @@ class Metrics:
         self.sink_errors = Counter(
             "vigil_sink_errors", "Failures writing events to a sink", ["sink"], registry=r
         )
+        # network sinks draining the SQLite outbox (pipeline/sinks/delivery.py); label = sink name only
+        self.outbox_depth = Gauge(
+            "vigil_outbox_depth", "Events in the outbox not yet delivered to a network sink", ["sink"], registry=r
+        )
+        self.deliveries = Counter(
+            "vigil_deliveries", "Events delivered and acknowledged by a network sink", ["sink"], registry=r
+        )
+        self.delivery_failures = Counter(
+            "vigil_delivery_failures", "Failed delivery attempts (each is retried)", ["sink"], registry=r
+        )
+        self.delivery_latency = Histogram(
+            "vigil_delivery_latency_seconds",
+            "From sending one event to its acknowledgement (MQTT PUBACK, webhook 2xx)",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._freshness = _Freshness()
         r.register(self._freshness)
 
