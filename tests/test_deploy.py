@@ -175,7 +175,9 @@ def test_compose_config_points_at_compose_services() -> None:
     (camera,) = config.cameras
     assert camera.url.startswith("rtsp://camsim:8554/")
     mount = camera.url.rsplit("/", 1)[1]
-    assert any(arg.endswith(f":{mount}") for arg in services["camsim"]["command"])
+    command = services["camsim"]["command"]
+    assert any(arg.endswith(f":{mount}") for arg in command)
+    assert command[command.index("--host") + 1] == "0.0.0.0", "reachable from the vigil container"
     assert config.sinks.mqtt.enabled and config.sinks.mqtt.host in services
 
 
