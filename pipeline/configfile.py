@@ -232,10 +232,11 @@ def _resolve_one(parent: dict[str, object], key: str, base: Path, model: bool) -
 
 def _get(data: object, loc: Loc) -> object:
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        else:
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_dict or in_list):
             return None
+        data = data[part]  # type: ignore[index]
     return data
 
 
