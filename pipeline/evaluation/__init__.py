@@ -1,0 +1,1 @@
+"""Benchmark evaluation: metric functions (`metrics`) and dataset loaders (`ped2`)."""

@@ -1,0 +1,173 @@
+"""Evaluation metrics on small hand-made cases whose answers are worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PacketError, SourceError
+from pipeline.evaluation.metrics import (
+    GroundTruthRegions,
+    box_iou,
+    frame_auc_macro,
+    frame_auc_micro,
+    localisation,
+    rbdc_tbdc,
+    regions_from_masks,
+    smooth_causal,
+    smooth_centred,
+)
+from pipeline.evaluation.ped2 import Ped2
+
+A = np.array
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected"),
+    [
+        ([A([0.1, 0.2, 0.9, 0.8])], [A([0, 0, 1, 1])], 1.0),
+        ([A([0.9, 0.8, 0.1, 0.2])], [A([0, 0, 1, 1])], 0.0),
+        # 3 of 4 (positive, negative) pairs ordered right
+        ([A([0.1, 0.5, 0.4, 0.9])], [A([0, 0, 1, 1])], 0.75),
+        # micro: clip 2's scores are higher everywhere, so concatenation mixes them up
+        ([A([0.1, 0.2]), A([0.5, 0.6])], [A([0, 1]), A([0, 1])], 0.75),
+        # NaN scores rank lowest
+        ([A([np.nan, 0.2, 0.9])], [A([0, 0, 1])], 1.0),
+    ],
+)
+def test_frame_auc_micro(scores: list[np.ndarray], labels: list[np.ndarray], expected: float) -> None:
+    assert frame_auc_micro(scores, labels) == pytest.approx(expected)
+
+
+def test_frame_auc_macro_skips_single_class_clips() -> None:
+    scores = [A([0.1, 0.2]), A([0.5, 0.6]), A([0.3, 0.1, 0.2]), A([0.9, 0.1])]
+    labels = [A([0, 1]), A([0, 1]), A([1, 1, 1]), A([0, 1])]
+    macro = frame_auc_macro(scores, labels)
+    assert macro.skipped == (2,)
+    assert macro.per_clip[:2] == (1.0, 1.0) and np.isnan(macro.per_clip[2]) and macro.per_clip[3] == 0.0
+    assert macro.mean == pytest.approx(2 / 3)
+    assert frame_auc_micro(scores, labels) != pytest.approx(macro.mean)
+
+
+def test_frame_auc_all_single_class_is_nan() -> None:
+    assert np.isnan(frame_auc_macro([A([1.0, 2.0])], [A([1, 1])]).mean)
+    assert np.isnan(frame_auc_micro([A([1.0, 2.0])], [A([0, 0])]))
+
+
+def test_frame_auc_rejects_mismatched_lengths() -> None:
+    with pytest.raises(PacketError, match=r"scores shape \(3,\) != labels shape \(2,\)"):
+        frame_auc_micro([A([1.0, 2.0, 3.0])], [A([0, 1])])
+
+
+@pytest.mark.parametrize(
+    ("k", "causal", "centred"),
+    [
+        (1, [1, 2, 6, 3], [1, 2, 6, 3]),
+        (2, [1, 1.5, 4, 4.5], [1.5, 4, 4.5, 3]),
+        (3, [1, 1.5, 3, 11 / 3], [1.5, 3, 11 / 3, 4.5]),
+    ],
+)
+def test_smoothing(k: int, causal: list[float], centred: list[float]) -> None:
+    x = A([1.0, 2.0, 6.0, 3.0])
+    assert smooth_causal(x, k) == pytest.approx(causal)
+    assert smooth_centred(x, k) == pytest.approx(centred)
+
+
+def test_box_iou() -> None:
+    iou = box_iou(A([[0, 0, 10, 10]]), A([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]))
+    assert iou == pytest.approx(A([[1.0, 50 / 150, 0.0]]))
+
+
+def test_regions_and_tracks_from_masks() -> None:
+    m = np.zeros((4, 20, 30), bool)
+    m[0, 2:5, 2:6] = True  # object 1 ...
+    m[1, 3:6, 3:7] = True  # ... moves and overlaps its previous self
+    m[1, 10:15, 20:25] = True  # object 2 appears
+    m[2, 11:16, 21:26] = True  # object 2 continues; object 1 gone
+    m[3, 2:4, 2:4] = True  # a new object where 1 was two frames ago: a new track
+    gt = regions_from_masks(m)
+    assert [len(b) for b in gt.boxes] == [1, 2, 1, 1]
+    assert gt.boxes[0].tolist() == [[2, 2, 6, 5]]
+    assert gt.track[0][0] == gt.track[1][0]
+    assert gt.track[1][1] == gt.track[2][0] != gt.track[1][0]
+    assert gt.track[3][0] not in (gt.track[1][0], gt.track[1][1])
+    assert gt.n_tracks == 3
+
+
+def gt_one_track(n_frames: int, box: list[float]) -> GroundTruthRegions:
+    return GroundTruthRegions(
+        tuple(A([box], float) for _ in range(n_frames)), tuple(A([0]) for _ in range(n_frames))
+    )
+
+
+def test_rbdc_tbdc_perfect_detector() -> None:
+    gt = gt_one_track(10, [10, 10, 20, 20])
+    boxes = [[A([[10, 10, 20, 20]], float)] for _ in range(10)]
+    scores = [[A([1.0])] for _ in range(10)]
+    res = rbdc_tbdc([boxes], [scores], [gt])
+    assert res.rbdc.area == pytest.approx(1.0) and res.tbdc.area == pytest.approx(1.0)
+    assert (res.n_regions, res.n_tracks, res.n_frames) == (10, 1, 10)
+
+
+def test_rbdc_tbdc_hand_computed() -> None:
+    # 4 frames, one GT track of 4 regions; detections hit regions in frames 0 and 1 (scores 0.9, 0.5);
+    # one false positive per frame in frames 2 and 3 (scores 0.7, 0.3).
+    gt = gt_one_track(4, [0, 0, 10, 10])
+    hit, miss = A([[0, 0, 10, 10]], float), A([[50, 50, 60, 60]], float)
+    boxes = [[hit], [hit], [miss], [miss]]
+    scores = [[A([0.9])], [A([0.5])], [A([0.7])], [A([0.3])]]
+    res = rbdc_tbdc([boxes], [scores], [gt], beta=0.1, alpha=0.5)
+    # thresholds 0.9, 0.7, 0.5, 0.3 -> (FPR, RBDR): (0, .25), (.25, .25), (.25, .5), (.5, .5); flat to 1
+    assert res.rbdc.fpr.tolist() == pytest.approx([0, 0, 0.25, 0.25, 0.5, 1.0])
+    assert res.rbdc.rate.tolist() == pytest.approx([0, 0.25, 0.25, 0.5, 0.5, 0.5])
+    assert res.rbdc.area == pytest.approx(0.25 * 0.25 + 0.25 * 0.5 + 0.5 * 0.5)
+    # track needs ceil(0.5 * 4) = 2 detected regions: reached at threshold 0.5 (FPR .25)
+    assert res.tbdc.area == pytest.approx(0.75)
+
+
+def test_rbdc_low_iou_is_a_false_positive() -> None:
+    gt = gt_one_track(2, [0, 0, 10, 10])
+    near = A([[0, 0, 10, 100]], float)  # IoU 0.1 exactly: counts as a hit
+    far = A([[0, 0, 10, 101]], float)  # IoU just under 0.1: a false positive
+    res_near = rbdc_tbdc([[near, near]], [[A([1.0]), A([1.0])]], [gt])
+    res_far = rbdc_tbdc([[far, far]], [[A([1.0]), A([1.0])]], [gt])
+    assert res_near.rbdc.area == pytest.approx(1.0)
+    assert res_far.rbdc.area == 0.0 and res_far.rbdc.fpr.tolist()[1] == pytest.approx(1.0)
+
+
+def test_rbdc_fpr_beyond_one_is_cut() -> None:
+    # 1 frame, 3 false positives scored above the only hit: FPR reaches 3 before any detection
+    gt = gt_one_track(1, [0, 0, 10, 10])
+    boxes = [[A([[0, 0, 10, 10], [50, 50, 60, 60], [70, 70, 80, 80], [90, 90, 99, 99]], float)]]
+    scores = [[A([0.1, 0.9, 0.8, 0.7])]]
+    assert rbdc_tbdc(boxes, scores, [gt]).rbdc.area == 0.0
+
+
+def test_localisation() -> None:
+    gt = gt_one_track(3, [0, 0, 10, 10])
+    boxes = [A([[0, 0, 10, 10], [50, 50, 60, 60]], float)] * 3
+    scores = [A([0.9, 0.1]), A([0.1, 0.9]), A([0.5, 0.2])]
+    loc = localisation([boxes], [scores], [gt], [A([1, 1, 0])])
+    assert (loc.hits, loc.evaluated, loc.no_box) == (1, 2, 0) and loc.share == 0.5
+    empty = localisation([[np.zeros((0, 4))]], [[np.zeros(0)]], [gt_one_track(1, [0, 0, 5, 5])], [A([1])])
+    assert (empty.hits, empty.evaluated, empty.no_box) == (0, 1, 1)
+
+
+def test_ped2_dataset(ped2: Path) -> None:
+    data = Ped2.open(ped2)
+    test = data.test_clips(["Test001", "Test003"])
+    assert [c.name for c in test] == ["Test001", "Test003"]
+    assert test[0].labels is not None and test[0].labels.shape == (180,) and test[0].labels.dtype == bool
+    masks = data.masks("Test003")
+    assert masks.shape == (150, 240, 360)
+    gt = regions_from_masks(masks)
+    labelled = test[1].labels
+    assert labelled is not None
+    assert [len(b) > 0 for b in gt.boxes] == labelled.tolist()
+    assert len(data.train_clips()) >= 15
+    with pytest.raises(SourceError, match="unknown clips Test999"):
+        data.test_clips(["Test999"])
+    with pytest.raises(SourceError, match="missing"):
+        Ped2.open(ped2 / "nope")
