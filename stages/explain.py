@@ -1,0 +1,210 @@
+"""ExplainStage: per object, the reasons behind its score, ranked by their calibrated scores.
+
+The explanation is the score itself: each Reason carries the attribute, what was observed, what
+is normal for that class in that place (from the same model parts that produced the score), the
+calibrated score and a plain sentence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pipeline.config import ScoringConfig
+from pipeline.packets import (
+    Explanations,
+    FramePacket,
+    ObjectAttributes,
+    ObjectExplanation,
+    Reason,
+    SceneGraph,
+    Scores,
+)
+from pipeline.stage import Stage
+from stages.normality.grids import DIRECTION_BINS, Q50, Q99, direction_bin
+from stages.normality.judge import direction_probability
+from stages.normality.model import NormalityModel
+from stages.score import ANY_CAMERA
+
+MAX_REASONS = 5
+COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
+
+
+class Explainer:
+    """Pure: turns one frame's attributes + scores into ranked reasons, using the camera's model."""
+
+    def __init__(self, model: NormalityModel, max_reasons: int = MAX_REASONS) -> None:
+        self.model = model
+        self.max_reasons = max_reasons
+
+    def explain(self, attrs: ObjectAttributes, scores: Scores, graph: SceneGraph | None) -> Explanations:
+        objects = []
+        cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
+        for i in range(len(attrs)):
+            reasons = []
+            for j, a in enumerate(scores.attribute_names):
+                s = float(scores.attribute_scores[i, j])
+                if math.isfinite(s):
+                    reasons.append(self._reason(a, s, i, int(cls[i]), attrs, graph))
+            reasons.sort(key=lambda r: -r.score)
+            box = tuple(float(v) for v in attrs.xyxy[i])
+            objects.append(
+                ObjectExplanation(
+                    track_id=int(attrs.track_id[i]),
+                    class_name=attrs.name_of(i),
+                    xyxy=(box[0], box[1], box[2], box[3]),
+                    score=float(scores.object_score[i]),
+                    reasons=tuple(reasons[: self.max_reasons]),
+                )
+            )
+        return Explanations(tuple(objects))
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _reason(
+        self, a: str, score: float, i: int, k: int, attrs: ObjectAttributes, graph: SceneGraph | None
+    ) -> Reason:
+        m = self.model
+        name = attrs.name_of(i)
+        cell = np.array([int(attrs.cell[i])])
+        kk = np.array([k])
+        frames = m.counts.get("frames", 0)
+        if a == "class_in_place":
+            p = float(m.place.probability(cell, kk)[0])
+            seen = float(m.place.count(cell, kk)[0])
+            if seen < 0.5:
+                sentence = f"{name} never seen in this area in {frames:,} training frames"
+            else:
+                sentence = f"{name} rare in this area: {p:.1%} of the objects seen here in training"
+            return Reason(a, f"{name} in cell {int(cell[0])}", f"p={p:.2%}", score, sentence)
+        if a == "speed":
+            q = m.quantities["speed"].lookup(cell, kk)[0][0]
+            obs = float(attrs.speed[i])
+            return Reason(
+                a,
+                f"{obs:.2f} body-heights/s",
+                f"{q[Q50]:.2f} (99th pct {q[Q99]:.2f})",
+                score,
+                f"moving {obs:.1f} body-heights/s, normal here for {name} {q[Q50]:.1f} "
+                f"(99th pct {q[Q99]:.1f})",
+            )
+        if a == "direction":
+            b = direction_bin(np.array([float(attrs.direction[i])]))
+            p = float(direction_probability(m, cell, kk, b)[0])
+            heading = COMPASS[int(b[0]) % DIRECTION_BINS]
+            return Reason(
+                a,
+                f"heading {heading}",
+                f"{p:.0%} of moving {name}s here head that way",
+                score,
+                f"heading {heading}: only {p:.0%} of {name}s moving here in training went that way",
+            )
+        if a == "size":
+            qh = np.exp(m.quantities["log_height"].lookup(cell, kk)[0][0])
+            qa = np.exp(m.quantities["log_aspect"].lookup(cell, kk)[0][0])
+            h, asp = float(attrs.height[i]), float(attrs.aspect[i])
+            return Reason(
+                a,
+                f"height {h:.2f} of frame, aspect {asp:.2f}",
+                f"height {qh[Q50]:.2f}, aspect {qa[Q50]:.2f}",
+                score,
+                f"size unusual for {name} here: height {h:.2f} of the frame and aspect {asp:.2f}, "
+                f"normal {qh[Q50]:.2f} and {qa[Q50]:.2f}",
+            )
+        if a == "relations":
+            return self._relation_reason(score, i, name, attrs, graph)
+        if a == "dwell":
+            q = m.quantities["dwell"].lookup(cell, kk)[0][0]
+            d = float(attrs.dwell[i])
+            return Reason(
+                a,
+                f"{d:.0f} s in place",
+                f"{q[Q50]:.0f} s (99th pct {q[Q99]:.0f} s)",
+                score,
+                f"staying {d:.0f} s in one place, normal here for {name} {q[Q50]:.0f} s "
+                f"(99th pct {q[Q99]:.0f} s)",
+            )
+        if a == "scale_change":
+            r = float(attrs.scale_rate[i])
+            way = "approaching the camera" if r > 0 else "moving away from the camera"
+            q = m.quantities["scale_rate"].lookup(cell, kk)[0][0]
+            return Reason(
+                a,
+                f"size changing {r:+.2f}/s",
+                f"{q[Q50]:+.2f}/s (1-99th pct {q[0]:+.2f}..{q[Q99]:+.2f})",
+                score,
+                f"{way} fast: size changing {r:+.0%} per second, normal here {q[0]:+.0%}..{q[Q99]:+.0%}",
+            )
+        if a == "unexplained_motion":
+            f = float(attrs.flow_speed[i])
+            return Reason(
+                a,
+                f"flow {f:.2f} region-heights/s",
+                "no such moving region here in training"
+                if not m.quantities["blob_flow"].all_n
+                else "smaller",
+                score,
+                f"something moves here ({f:.1f} region-heights/s) that no detected object explains",
+            )
+        # history and nearest-neighbour attributes: the raw value is recovered from the calibrator
+        cal = m.calibrators[a]
+        raw, q99 = cal.inverse(score), cal.q99
+        text = {
+            "motion": f"motion pattern of this {name} unlike normal ones",
+            "pose": "body pose unlike any normal pose here",
+            "appearance": f"this {name} looks unlike anything seen in training",
+            "dynamics": "erratic movement: its next step does not follow from the last ones",
+            "speed_vs_pose": f"gliding: {float(attrs.speed[i]):.1f} body-heights/s with little leg motion",
+        }.get(a, f"{a} unusual")
+        return Reason(
+            a, f"{raw:.2f}", f"<= {q99:.2f} (99th pct)", score, f"{text} ({raw:.2f}, normal <= {q99:.2f})"
+        )
+
+    def _relation_reason(
+        self, score: float, i: int, name: str, attrs: ObjectAttributes, graph: SceneGraph | None
+    ) -> Reason:
+        tid = int(attrs.track_id[i])
+        rarest: tuple[float, str, str, str] | None = None
+        if graph is not None:
+            labels = dict(zip(graph.node_ids.tolist(), graph.node_labels, strict=True))
+            for s, o, p, c in zip(
+                graph.subject.tolist(),
+                graph.object.tolist(),
+                graph.predicate,
+                graph.confidence.tolist(),
+                strict=True,
+            ):
+                if tid not in (s, o):
+                    continue
+                prob = self.model.triplets.probability(labels[s], p, labels[o])
+                v = -math.log(prob) * c
+                if rarest is None or v > rarest[0]:
+                    rarest = (v, labels[s], p, labels[o])
+        if rarest is None:
+            return Reason("relations", "no relations", "", score, "relations normal")
+        _, s, p, o = rarest
+        n = self.model.triplets.count(s, p, o)
+        frames = self.model.triplets.frames
+        seen = "never seen in training" if n == 0 else f"seen in {n} of {frames:,} training frames"
+        art = "an" if o[:1] in "aeiou" else "a"
+        return Reason("relations", f"{s} {p} {o}", seen, score, f"{p} {art} {o}: relation {seen}")
+
+
+class ExplainStage(Stage):
+    name = "explain"
+    needs = ("attributes", "scores")
+    provides = ("explanations",)
+
+    def __init__(self, models: dict[str, NormalityModel], config: ScoringConfig) -> None:
+        self.models = models
+        self.config = config
+
+    def process(self, packet: FramePacket) -> None:
+        attrs, scores = packet.attributes, packet.scores
+        assert attrs is not None and scores is not None
+        model = self.models.get(packet.frame.camera, self.models.get(ANY_CAMERA))
+        if model is None:
+            packet.explanations = Explanations(())
+            return
+        packet.explanations = Explainer(model).explain(attrs, scores, packet.scene_graph)

@@ -1,0 +1,125 @@
+"""Features judged by the normality model, computed the same way at fit time and at score time.
+
+`TrackMemory` is the per-camera state the history-based attributes need (the last velocities for the
+dynamics predictor, the last poses for the speed-vs-pose consistency); one per camera, created and
+freed by the score stage's lifecycle hooks and by the fitter per clip.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
+
+KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
+HIPS = (11, 12)
+LEGS = (13, 14, 15, 16)  # knees, ankles
+MIN_POSE_FRAMES = 4
+TRACK_EXPIRY_S = 5.0
+
+
+def split_pose(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pose rows (N, 51) -> keypoints (N, 17, 2) box-normalised and confidences (N, 17).
+
+    Layout written by stages/attributes.py: the 34 flattened (x, y) values, then the 17 confidences.
+    """
+    n = len(pose)
+    k = COCO_KEYPOINTS
+    if pose.shape[1] < 3 * k:
+        return np.full((n, k, 2), np.nan), np.zeros((n, k))
+    xy = pose[:, : 2 * k].reshape(n, k, 2).astype(np.float64)
+    conf = np.nan_to_num(pose[:, 2 * k : 3 * k].astype(np.float64), nan=0.0)
+    return xy, conf
+
+
+def pose_features(pose: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """(N, 34) keypoint coordinates with unseen keypoints replaced by the normal mean `fill` (17, 2).
+
+    Rows with fewer than half the keypoints seen are NaN (not judged).
+    """
+    xy, conf = split_pose(pose)
+    seen = (conf >= KP_CONF) & np.all(np.isfinite(xy), axis=2)
+    out = np.where(seen[..., None], xy, fill[None])
+    out = out.reshape(len(pose), -1)
+    out[seen.sum(axis=1) < COCO_KEYPOINTS // 2] = np.nan
+    return out
+
+
+def motion_features(hist: np.ndarray) -> np.ndarray:
+    """Hellinger embedding of motion histograms (sqrt), so Euclidean k-NN compares distributions."""
+    out = np.sqrt(np.clip(hist.astype(np.float64), 0.0, None))
+    out[~(np.nansum(hist, axis=1) > 0)] = np.nan
+    return out
+
+
+@dataclass
+class _Track:
+    last_pts: float
+    velocity: deque[np.ndarray]
+    legs: deque[np.ndarray]  # (4, 2) leg keypoints relative to the hip centre, in box-heights
+
+
+@dataclass
+class HistoryFeatures:
+    """Per object of a frame: velocity windows for the dynamics model and leg motion."""
+
+    windows: np.ndarray  # (N, history + 1, 2), NaN where the track is too young
+    leg_motion: np.ndarray  # (N,) box-heights, std of knee/ankle positions over the pose window
+
+
+@dataclass
+class TrackMemory:
+    """Short per-track histories of one camera (expired after TRACK_EXPIRY_S without a sighting)."""
+
+    history: int
+    pose_window: int
+    tracks: dict[int, _Track] = field(default_factory=dict)
+
+    def update(self, attrs: ObjectAttributes, pts: float) -> HistoryFeatures:
+        n = len(attrs)
+        windows = np.full((n, self.history + 1, 2), np.nan)
+        legs = np.full(n, np.nan)
+        xy, conf = split_pose(attrs.pose)
+        for i in range(n):
+            tid = int(attrs.track_id[i])
+            if attrs.is_blob[i]:
+                continue
+            tr = self.tracks.get(tid)
+            if tr is None:
+                tr = _Track(pts, deque(maxlen=self.history + 1), deque(maxlen=self.pose_window))
+                self.tracks[tid] = tr
+            tr.last_pts = pts
+            v = attrs.velocity[i].astype(np.float64)
+            if np.all(np.isfinite(v)):
+                tr.velocity.append(v)
+            if len(tr.velocity) == self.history + 1:
+                windows[i] = np.stack(tr.velocity)
+            leg = _leg_offsets(xy[i], conf[i], float(attrs.aspect[i]))
+            if leg is not None:
+                tr.legs.append(leg)
+            if len(tr.legs) >= MIN_POSE_FRAMES:
+                stack = np.stack(tr.legs)  # (T, 4, 2)
+                legs[i] = float(np.nanmean(np.linalg.norm(np.nanstd(stack, axis=0), axis=1)))
+        stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
+        for t in stale:
+            del self.tracks[t]
+        return HistoryFeatures(windows, legs)
+
+
+def _leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: float) -> np.ndarray | None:
+    """Knees and ankles relative to the hip centre, x converted from box-widths to box-heights."""
+    idx = [*HIPS, *LEGS]
+    if not np.all(conf[idx] >= KP_CONF) or not np.all(np.isfinite(xy[idx])):
+        return None
+    p = xy.copy()
+    p[:, 0] *= aspect if np.isfinite(aspect) else 1.0
+    hip = p[list(HIPS)].mean(axis=0)
+    return p[list(LEGS)] - hip
+
+
+def speed_vs_pose(speed: np.ndarray, leg_motion: np.ndarray) -> np.ndarray:
+    """log of speed over leg motion: high when an upright body glides without moving its legs."""
+    return np.log((np.asarray(speed, np.float64) + 0.1) / (leg_motion + 0.02))

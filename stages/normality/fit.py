@@ -1,0 +1,222 @@
+"""Fit a camera's normality model from normal footage, and calibrate it on held-out clips.
+
+Held out for calibration: every 5th clip when there are at least five, otherwise the last
+`ScoringConfig.holdout` share of every clip. The parts are built from the rest; raw scores of the
+held-out objects give each attribute's calibrator and the calibrator of the object combination.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import ScoringConfig
+from pipeline.errors import ModelError
+from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes, SceneGraph
+from stages.normality.calibration import TailCalibrator
+from stages.normality.dynamics import DynamicsPredictor
+from stages.normality.features import KP_CONF, TrackMemory, motion_features, pose_features, split_pose
+from stages.normality.grids import DIRECTION_BINS, CountGrid, QuantileGrid, direction_bin, smooth_spatially
+from stages.normality.judge import MIN_DIRECTION_SPEED, raw_scores
+from stages.normality.memory import MemoryBank, coreset, resolve_device
+from stages.normality.model import ATTRIBUTES, BLOB, UNKNOWN, NormalityModel
+from stages.normality.triplets import TripletStats
+
+log = logging.getLogger("vigil.fit")
+HOLDOUT_ROWS = 20_000  # held-out raw score rows kept in the model for the object calibrator
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSample:
+    """What the perception graph saw in one analysed frame of normal footage."""
+
+    camera: str
+    clip: str
+    pts: float
+    width: int
+    height: int
+    attributes: ObjectAttributes
+    scene_graph: SceneGraph | None
+
+
+def split_holdout(samples: list[FrameSample], share: float) -> tuple[list[FrameSample], list[FrameSample]]:
+    clips = sorted({s.clip for s in samples})
+    if len(clips) >= 5:
+        held = {c for i, c in enumerate(clips) if i % 5 == 4}
+        return [s for s in samples if s.clip not in held], [s for s in samples if s.clip in held]
+    fit, hold = [], []
+    for c in clips:
+        clip = sorted((s for s in samples if s.clip == c), key=lambda s: s.pts)
+        cut = max(1, round(len(clip) * (1 - share)))
+        fit += clip[:cut]
+        hold += clip[cut:]
+    return fit, hold
+
+
+def _by_clip(samples: list[FrameSample]) -> dict[str, list[FrameSample]]:
+    out: dict[str, list[FrameSample]] = defaultdict(list)
+    for s in samples:
+        out[s.clip].append(s)
+    return {c: sorted(v, key=lambda s: s.pts) for c, v in out.items()}
+
+
+def fit_normality(
+    samples: Iterable[FrameSample], config: ScoringConfig, seed: int, grid: tuple[int, int] | None = None
+) -> NormalityModel:
+    """Build and calibrate the model of one camera. `grid` defaults to AttributesConfig's (6, 8)."""
+    samples = list(samples)
+    if not samples:
+        raise ModelError("fit: no frames of normal footage to learn from")
+    cameras = sorted({s.camera for s in samples})
+    if len(cameras) != 1:
+        raise ModelError(f"fit: samples of several cameras {cameras}; fit one camera at a time")
+    rows, cols = grid or (6, 8)
+    cells = rows * cols
+    names = samples[0].attributes.class_names
+    class_names = (*names, BLOB, UNKNOWN)
+    k_all = len(class_names)
+    device = resolve_device(config.device)
+    fit_part, hold_part = split_holdout(samples, config.holdout)
+    if not hold_part:
+        raise ModelError("fit: too little footage to hold out any frames for calibration")
+
+    # ---- pass 1: gather the statistics of the fit part ------------------------------------------
+    cols_: dict[str, list[np.ndarray]] = defaultdict(list)
+    triplets = TripletStats.empty()
+    windows: list[np.ndarray] = []
+    legs_seen: list[np.ndarray] = []
+    shell = NormalityModel(
+        samples[0].camera,
+        class_names,
+        (rows, cols),
+        {},
+        {},
+        CountGrid.empty(cells, k_all),
+        np.zeros((cells, k_all, DIRECTION_BINS)),
+        {},
+        {},
+        np.zeros((COCO_KEYPOINTS, 2)),
+        TripletStats.empty(),
+        None,
+        {},  # type: ignore[arg-type]
+    )
+    n_objects = 0
+    for clip in tqdm(_by_clip(fit_part).values(), desc="fit: statistics", unit="clip"):
+        memory = TrackMemory(config.dynamics_history, config.pose_window)
+        for s in clip:
+            a = s.attributes
+            if a.class_names != names:
+                raise ModelError(f"fit: clip {s.clip} uses other class names than the first clip")
+            if len(a) and int(a.cell.max()) >= cells:
+                raise ModelError(f"fit: cell cell {int(a.cell.max())}, grid {rows}x{cols} has {cells}")
+            hist = memory.update(a, s.pts)
+            if s.scene_graph is not None:
+                triplets.add(s.scene_graph)
+            if not len(a):
+                continue
+            n_objects += len(a)
+            cls = shell.class_index(names, a.class_id, a.is_blob)
+            cols_["cell"].append(a.cell.astype(np.int64))
+            cols_["cls"].append(cls)
+            cols_["blob"].append(a.is_blob)
+            cols_["speed"].append(a.speed.astype(np.float64))
+            cols_["direction"].append(a.direction.astype(np.float64))
+            cols_["log_height"].append(np.log(np.maximum(a.height, 1e-6)).astype(np.float64))
+            cols_["log_aspect"].append(np.log(np.maximum(a.aspect, 1e-6)).astype(np.float64))
+            cols_["scale_rate"].append(a.scale_rate.astype(np.float64))
+            cols_["dwell"].append(a.dwell.astype(np.float64))
+            cols_["flow_speed"].append(a.flow_speed.astype(np.float64))
+            cols_["area"].append(np.log(np.maximum(a.height * a.height * a.aspect, 1e-8)).astype(np.float64))
+            cols_["motion"].append(np.where(a.is_blob[:, None], np.nan, motion_features(a.motion_hist)))
+            cols_["pose"].append(a.pose.astype(np.float64))
+            cols_["appearance"].append(np.where(a.is_blob[:, None], np.nan, a.appearance.astype(np.float64)))
+            windows.append(hist.windows[np.all(np.isfinite(hist.windows), axis=(1, 2))])
+            legs_seen.append(hist.leg_motion)
+    if n_objects == 0:
+        raise ModelError("fit: the normal footage has no objects at all; nothing to learn")
+    c = {k: np.concatenate(v) for k, v in cols_.items()}
+    cell, cls, blob = c["cell"], c["cls"], c["blob"]
+    det = ~blob
+
+    place = np.zeros((cells, k_all))
+    np.add.at(place, (cell, cls), 1.0)
+    direction = np.zeros((cells, k_all, DIRECTION_BINS))
+    moving = det & (c["speed"] >= MIN_DIRECTION_SPEED)
+    np.add.at(direction, (cell[moving], cls[moving], direction_bin(c["direction"][moving])), 1.0)
+
+    m = config.min_cell_samples
+
+    def qgrid(x: np.ndarray, mask: np.ndarray) -> QuantileGrid:
+        return QuantileGrid.fit(cells, k_all, cell[mask], cls[mask], x[mask], m)
+
+    quantities = {
+        "speed": qgrid(c["speed"], det),
+        "log_height": qgrid(c["log_height"], det),
+        "log_aspect": qgrid(c["log_aspect"], det),
+        "scale_rate": qgrid(c["scale_rate"], det),
+        "dwell": qgrid(c["dwell"], det),
+        "blob_flow": qgrid(c["flow_speed"], blob),
+        "blob_area": qgrid(c["area"], blob),
+    }
+
+    # pose: mean keypoints stand in for unseen ones; only people's poses go in the bank
+    xy, conf = split_pose(c["pose"])
+    seen = (conf >= KP_CONF) & np.all(np.isfinite(xy), axis=2)
+    pose_fill = np.where(seen.sum(0)[:, None] > 0, np.nansum(np.where(seen[..., None], xy, 0), 0), 0.5)
+    pose_fill = pose_fill / np.maximum(seen.sum(0), 1)[:, None]
+    is_person = det & (np.array(class_names)[cls] == "person")
+    pose_rows = pose_features(c["pose"], pose_fill)[is_person]
+
+    banks: dict[str, MemoryBank] = {}
+    for name, feats in (("motion", c["motion"]), ("pose", pose_rows), ("appearance", c["appearance"])):
+        feats = feats[np.all(np.isfinite(feats), axis=1)] if len(feats) else feats
+        keep = coreset(feats, config.memory_size, config.coreset, seed, device)
+        banks[name] = MemoryBank(feats[keep], device)
+        log.info("memory bank", extra={"bank": name, "rows": len(keep), "of": len(feats)})
+
+    win = np.concatenate(windows) if windows else np.zeros((0, config.dynamics_history + 1, 2))
+    dynamics = DynamicsPredictor.train(win, config.dynamics_history, config.dynamics_epochs, seed, device)
+
+    model = NormalityModel(
+        camera=samples[0].camera,
+        class_names=class_names,
+        grid=(rows, cols),
+        config=config.model_dump(mode="json"),
+        counts={
+            "frames": len(fit_part),
+            "frames_held_out": len(hold_part),
+            "objects": n_objects,
+            "clips": len({s.clip for s in samples}),
+            "dynamics_windows": len(win),
+            "pose_rows": len(pose_rows),
+        },
+        place=CountGrid(smooth_spatially(place, (rows, cols))),
+        direction=smooth_spatially(direction.reshape(cells, -1), (rows, cols)).reshape(direction.shape),
+        quantities=quantities,
+        banks=banks,
+        pose_fill=pose_fill,
+        triplets=triplets,
+        dynamics=dynamics,
+    )
+    model.counts["triplet_frames"] = triplets.frames
+
+    # ---- pass 2: calibrate on the held-out part ---------------------------------------------------
+    raws: list[np.ndarray] = []
+    for clip in tqdm(_by_clip(hold_part).values(), desc="fit: calibration", unit="clip"):
+        memory = TrackMemory(config.dynamics_history, config.pose_window)
+        for s in clip:
+            hist = memory.update(s.attributes, s.pts)
+            if len(s.attributes):
+                raws.append(raw_scores(model, s.attributes, s.scene_graph, hist, config.knn_k))
+    raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
+    model.calibrators = {a: TailCalibrator.fit(raw[:, j]) for j, a in enumerate(ATTRIBUTES)}
+    if len(raw) > HOLDOUT_ROWS:
+        raw = raw[np.sort(np.random.default_rng(seed).choice(len(raw), HOLDOUT_ROWS, replace=False))]
+    model.holdout_raw = raw
+    model.counts["objects_held_out"] = len(raws and np.concatenate(raws))
+    return model

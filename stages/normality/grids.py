@@ -1,0 +1,162 @@
+"""Spatial expectation grids: what is normal per (place cell, class), with fallbacks.
+
+Counts give the frequency of each class in each cell (with a prior so unseen pairs get a finite,
+small probability); quantile tables give the expected value and spread of continuous attributes
+(speed, log height, log aspect, dwell...). A cell with too few samples falls back to the class's
+statistics over the whole image, then to all classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import ModelError
+
+#: probabilities of the stored quantile tables
+QUANTILES = np.array([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
+Q10, Q50, Q90, Q99 = 1, 3, 5, 6
+
+
+class CountGrid:
+    """Frequency of a categorical value per (cell, class) with hierarchical smoothing.
+
+    p(value | cell) = (count[cell, value] + a * p(value)) / (n[cell] + a), where p(value) is the
+    image-wide frequency with add-half smoothing over `n_values` possible values.
+    """
+
+    def __init__(self, counts: np.ndarray, prior_strength: float = 2.0) -> None:
+        if counts.ndim != 2:
+            raise ModelError(f"count grid: expected a 2-d array (cells, values), got shape {counts.shape}")
+        self.counts = counts.astype(np.float64)
+        self.prior_strength = prior_strength
+        total = self.counts.sum(axis=0)
+        self.global_p = (total + 0.5) / (total.sum() + 0.5 * counts.shape[1])
+
+    @classmethod
+    def empty(cls, cells: int, values: int) -> CountGrid:
+        return cls(np.zeros((cells, values)))
+
+    def add(self, cell: np.ndarray, value: np.ndarray) -> None:
+        np.add.at(self.counts, (cell, value), 1.0)
+
+    def finalize(self) -> CountGrid:
+        """Spread a little mass to neighbouring cells is done by the caller; recompute the prior."""
+        return CountGrid(self.counts, self.prior_strength)
+
+    def probability(self, cell: np.ndarray, value: np.ndarray) -> np.ndarray:
+        a = self.prior_strength
+        n_cell = self.counts.sum(axis=1)[cell]
+        return (self.counts[cell, value] + a * self.global_p[value]) / (n_cell + a)
+
+    def count(self, cell: np.ndarray, value: np.ndarray) -> np.ndarray:
+        return self.counts[cell, value]
+
+
+def smooth_spatially(counts: np.ndarray, grid: tuple[int, int], weight: float = 0.25) -> np.ndarray:
+    """Add `weight` x the mean of the 4-neighbours: ground points near a cell edge are noisy."""
+    rows, cols = grid
+    c = counts.reshape(rows, cols, -1)
+    padded = np.pad(c, ((1, 1), (1, 1), (0, 0)))
+    neigh = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4.0
+    return (c + weight * neigh).reshape(rows * cols, -1)
+
+
+@dataclass
+class QuantileGrid:
+    """Quantile tables of one continuous attribute per (cell, class), per class and overall.
+
+    `cell_q` (C, K, Q), `cell_n` (C, K), `class_q` (K, Q), `class_n` (K,), `all_q` (Q,), `all_n`.
+    """
+
+    cell_q: np.ndarray
+    cell_n: np.ndarray
+    class_q: np.ndarray
+    class_n: np.ndarray
+    all_q: np.ndarray
+    all_n: int
+    min_samples: int
+
+    @classmethod
+    def fit(
+        cls, cells: int, classes: int, cell: np.ndarray, cls_: np.ndarray, x: np.ndarray, min_samples: int
+    ) -> QuantileGrid:
+        ok = np.isfinite(x)
+        cell, cls_, x = cell[ok], cls_[ok], x[ok]
+        q = len(QUANTILES)
+        cell_q = np.full((cells, classes, q), np.nan)
+        cell_n = np.zeros((cells, classes), np.int64)
+        class_q = np.full((classes, q), np.nan)
+        class_n = np.zeros(classes, np.int64)
+        for k in np.unique(cls_):
+            mk = cls_ == k
+            class_n[k] = int(mk.sum())
+            class_q[k] = np.quantile(x[mk], QUANTILES)
+            for c in np.unique(cell[mk]):
+                mc = mk & (cell == c)
+                cell_n[c, k] = int(mc.sum())
+                if cell_n[c, k] >= min_samples:
+                    cell_q[c, k] = np.quantile(x[mc], QUANTILES)
+        all_q = np.quantile(x, QUANTILES) if len(x) else np.full(q, np.nan)
+        return cls(cell_q, cell_n, class_q, class_n, all_q, len(x), min_samples)
+
+    def lookup(self, cell: np.ndarray, cls_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Quantile rows (N, Q) for each object and the level used (0 cell, 1 class, 2 all, 3 none)."""
+        n = len(cell)
+        out = np.tile(self.all_q, (n, 1))
+        level = np.full(n, 2 if self.all_n else 3, np.int8)
+        known = cls_ < self.class_q.shape[0]
+        for i in np.flatnonzero(known):
+            c, k = int(cell[i]), int(cls_[i])
+            if self.cell_n[c, k] >= self.min_samples:
+                out[i], level[i] = self.cell_q[c, k], 0
+            elif self.class_n[k] >= self.min_samples:
+                out[i], level[i] = self.class_q[k], 1
+        return out, level
+
+    def robust_z(
+        self, cell: np.ndarray, cls_: np.ndarray, x: np.ndarray, sided: str, floor: float
+    ) -> np.ndarray:
+        """(x - median) / spread, spread from the 10-90 % range (floored); `sided` is 'upper' or 'both'."""
+        q, level = self.lookup(cell, cls_)
+        med = q[:, Q50]
+        up = np.maximum(q[:, Q90] - med, floor)
+        lo = np.maximum(med - q[:, Q10], floor)
+        z = np.where(x >= med, (x - med) / up, (med - x) / lo)
+        if sided == "upper":
+            z = np.where(x >= med, z, 0.0)
+        z = np.where(level == 3, np.nan, z)
+        return np.where(np.isfinite(x), z, np.nan)
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}.cell_q": self.cell_q,
+            f"{prefix}.cell_n": self.cell_n,
+            f"{prefix}.class_q": self.class_q,
+            f"{prefix}.class_n": self.class_n,
+            f"{prefix}.all_q": self.all_q,
+            f"{prefix}.all_n": np.array(self.all_n),
+            f"{prefix}.min_samples": np.array(self.min_samples),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray], prefix: str) -> QuantileGrid:
+        return cls(
+            a[f"{prefix}.cell_q"],
+            a[f"{prefix}.cell_n"],
+            a[f"{prefix}.class_q"],
+            a[f"{prefix}.class_n"],
+            a[f"{prefix}.all_q"],
+            int(a[f"{prefix}.all_n"]),
+            int(a[f"{prefix}.min_samples"]),
+        )
+
+
+DIRECTION_BINS = 8
+
+
+def direction_bin(direction: np.ndarray) -> np.ndarray:
+    """Radians -> one of DIRECTION_BINS sectors centred on 0, pi/4, ..."""
+    step = 2 * np.pi / DIRECTION_BINS
+    return (np.floor((np.mod(direction, 2 * np.pi) + step / 2) / step).astype(np.int64)) % DIRECTION_BINS

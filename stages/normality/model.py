@@ -1,0 +1,166 @@
+"""The per-camera normality model: its parts, and saving/loading them as npz (+ an embedded JSON header).
+
+The file is one `.npz` whose `meta` entry is a JSON document (format version, the ScoringConfig it
+was built with, class names, grid shape, counts); it is read with `allow_pickle=False`, so loading a
+model file never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import ModelError
+from stages.normality.calibration import TailCalibrator
+from stages.normality.dynamics import DynamicsPredictor
+from stages.normality.grids import CountGrid, QuantileGrid
+from stages.normality.memory import MemoryBank, resolve_device
+from stages.normality.triplets import TripletStats
+
+FORMAT = "vigil-normality"
+VERSION = 1
+
+#: every attribute the model judges, in the order of Scores.attribute_names
+ATTRIBUTES = (
+    "class_in_place",
+    "speed",
+    "direction",
+    "size",
+    "motion",
+    "pose",
+    "appearance",
+    "relations",
+    "dynamics",
+    "scale_change",
+    "dwell",
+    "unexplained_motion",
+    "speed_vs_pose",
+)
+QUANTITIES = ("speed", "log_height", "log_aspect", "scale_rate", "dwell", "blob_flow", "blob_area")
+BANKS = ("motion", "pose", "appearance")
+BLOB = "moving region"
+UNKNOWN = "unknown class"
+
+
+@dataclass
+class NormalityModel:
+    camera: str
+    class_names: tuple[str, ...]  # detector vocabulary + BLOB + UNKNOWN: the class axis of the grids
+    grid: tuple[int, int]
+    config: dict[str, Any]
+    counts: dict[str, int]
+    place: CountGrid
+    direction: np.ndarray  # (C, K, DIRECTION_BINS) counts
+    quantities: dict[str, QuantileGrid]
+    banks: dict[str, MemoryBank]
+    pose_fill: np.ndarray  # (17, 2) mean keypoints, stands in for unseen ones
+    triplets: TripletStats
+    dynamics: DynamicsPredictor
+    calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
+    holdout_raw: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
+
+    @property
+    def cells(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def class_index(self, names: tuple[str, ...], class_id: np.ndarray, is_blob: np.ndarray) -> np.ndarray:
+        """Map an ObjectAttributes class_id (indexing `names`) to this model's class axis."""
+        lookup = {n: i for i, n in enumerate(self.class_names)}
+        unknown = lookup[UNKNOWN]
+        table = np.array([lookup.get(n, unknown) for n in names] or [unknown], np.int64)
+        safe = np.clip(class_id, 0, max(len(names) - 1, 0))
+        out = np.where((class_id >= 0) & (class_id < len(names)), table[safe], unknown)
+        return np.where(is_blob, lookup[BLOB], out)
+
+    def object_calibrator(self, attributes: tuple[str, ...], how: str) -> TailCalibrator:
+        """Calibrator of the object combination for this attribute subset, from the held-out raw scores."""
+        from stages.normality.judge import calibrate, combine
+
+        idx = [ATTRIBUTES.index(a) for a in attributes]
+        return TailCalibrator.fit(combine(calibrate(self, self.holdout_raw[:, idx], attributes), how))
+
+    # ---------------------------------------------------------------------------------------------
+    # persistence
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "camera": self.camera,
+            "class_names": list(self.class_names),
+            "grid": list(self.grid),
+            "config": self.config,
+            "counts": self.counts,
+            "attributes": list(ATTRIBUTES),
+        }
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.array(json.dumps(meta)),
+            "place.counts": self.place.counts,
+            "direction": self.direction,
+            "pose_fill": self.pose_fill,
+        }
+        for name, q in self.quantities.items():
+            arrays.update(q.to_arrays(f"q.{name}"))
+        for name, bank in self.banks.items():
+            arrays[f"bank.{name}"] = bank.features
+        arrays.update(self.triplets.to_arrays("triplets"))
+        arrays.update(self.dynamics.to_arrays("dynamics"))
+        arrays["holdout_raw"] = self.holdout_raw
+        for name, cal in self.calibrators.items():
+            arrays.update(cal.to_arrays(f"cal.{name}"))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> NormalityModel:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"normality model {path}: file not found (run `vigil fit` for this camera)")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ModelError(f"normality model {path}: not a readable npz file ({exc})") from exc
+        try:
+            meta = json.loads(str(arrays["meta"]))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"normality model {path}: missing or corrupt header") from exc
+        if meta.get("format") != FORMAT:
+            raise ModelError(f"normality model {path}: not a Vigil normality model")
+        if meta.get("version") != VERSION:
+            raise ModelError(
+                f"normality model {path}: format version {meta.get('version')}, this Vigil reads {VERSION}; "
+                "re-run `vigil fit`"
+            )
+        dev: torch.device = resolve_device(device)
+        try:
+            return cls(
+                camera=str(meta["camera"]),
+                class_names=tuple(meta["class_names"]),
+                grid=(int(meta["grid"][0]), int(meta["grid"][1])),
+                config=dict(meta["config"]),
+                counts={k: int(v) for k, v in meta["counts"].items()},
+                place=CountGrid(arrays["place.counts"]),
+                direction=arrays["direction"],
+                quantities={q: QuantileGrid.from_arrays(arrays, f"q.{q}") for q in QUANTITIES},
+                banks={b: MemoryBank(arrays[f"bank.{b}"], dev) for b in BANKS},
+                pose_fill=arrays["pose_fill"],
+                triplets=TripletStats.from_arrays(arrays, "triplets"),
+                dynamics=DynamicsPredictor.from_arrays(arrays, "dynamics", dev),
+                calibrators={c: TailCalibrator.from_arrays(arrays, f"cal.{c}") for c in ATTRIBUTES},
+                holdout_raw=arrays["holdout_raw"],
+            )
+        except KeyError as exc:
+            raise ModelError(
+                f"normality model {path}: missing entry {exc.args[0]!r} (corrupt or incompatible)"
+            ) from exc

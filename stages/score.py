@@ -1,0 +1,119 @@
+"""ScoreStage: every object's attributes judged against its camera's normality model."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import ScoringConfig
+from pipeline.errors import ConfigError
+from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, Scores, SourceEvent
+from pipeline.stage import Stage
+from stages.normality.calibration import TailCalibrator
+from stages.normality.features import TrackMemory
+from stages.normality.judge import calibrate, combine, raw_scores
+from stages.normality.model import ATTRIBUTES, NormalityModel
+
+log = logging.getLogger("vigil.score")
+
+#: key of `models` that serves every camera without a model of its own
+ANY_CAMERA = "*"
+
+
+def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
+    if config.attributes is None:
+        return ATTRIBUTES
+    unknown = [a for a in config.attributes if a not in ATTRIBUTES]
+    if unknown:
+        raise ConfigError(f"scoring.attributes: unknown {unknown}; known: {', '.join(ATTRIBUTES)}")
+    if not config.attributes:
+        raise ConfigError("scoring.attributes: empty list; leave it out to judge every attribute")
+    return tuple(a for a in ATTRIBUTES if a in config.attributes)
+
+
+@dataclass
+class _Camera:
+    model: NormalityModel
+    object_cal: TailCalibrator
+    memory: TrackMemory
+    recent: deque[float]
+
+
+class Scorer:
+    """Pure per-camera scorer (no runner): `score(attrs, graph, pts)` -> Scores."""
+
+    def __init__(self, model: NormalityModel, config: ScoringConfig) -> None:
+        self.config = config
+        self.attributes = selected_attributes(config)
+        self._idx = [ATTRIBUTES.index(a) for a in self.attributes]
+        self.state = _Camera(
+            model,
+            model.object_calibrator(self.attributes, config.combine),
+            TrackMemory(config.dynamics_history, config.pose_window),
+            deque(maxlen=config.smoothing_frames),
+        )
+
+    def score(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> Scores:
+        st = self.state
+        hist = st.memory.update(attrs, pts)
+        raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes)
+        cal = calibrate(st.model, raw, self.attributes)
+        obj = st.object_cal(combine(cal, self.config.combine)) if len(attrs) else np.zeros(0)
+        frame = float(obj.max()) if len(obj) else 0.0
+        st.recent.append(frame)
+        return Scores(
+            track_id=attrs.track_id.astype(np.int64),
+            attribute_names=self.attributes,
+            attribute_scores=cal.astype(np.float32),
+            object_score=obj.astype(np.float32),
+            frame_score=frame,
+            smoothed_score=float(np.mean(st.recent)),
+        )
+
+
+class ScoreStage(Stage):
+    """Calibrated per-attribute, per-object and per-frame scores (frame = max over objects).
+
+    `models` maps camera name to its model; the key "*" serves cameras without their own.
+    A camera with no model gets empty scores (0) and one warning.
+    """
+
+    name = "score"
+    needs = ("attributes", "scene_graph")
+    provides = ("scores",)
+
+    def __init__(self, models: dict[str, NormalityModel], config: ScoringConfig) -> None:
+        self.models = models
+        self.config = config
+        self.attributes = selected_attributes(config)
+        self._scorers: dict[str, Scorer] = {}
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        model = self.models.get(event.camera, self.models.get(ANY_CAMERA))
+        if model is None:
+            log.warning("no normality model for camera; scores stay 0", extra={"camera": event.camera})
+            return
+        self._scorers[event.camera] = Scorer(model, self.config)
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self._scorers.pop(event.camera, None)
+
+    def process(self, packet: FramePacket) -> None:
+        attrs = packet.attributes
+        assert attrs is not None
+        scorer = self._scorers.get(packet.frame.camera)
+        if scorer is None:
+            n = len(attrs)
+            packet.scores = Scores(
+                track_id=attrs.track_id.astype(np.int64),
+                attribute_names=self.attributes,
+                attribute_scores=np.full((n, len(self.attributes)), np.nan, np.float32),
+                object_score=np.zeros(n, np.float32),
+                frame_score=0.0,
+                smoothed_score=0.0,
+            )
+            return
+        packet.scores = scorer.score(attrs, packet.scene_graph, packet.frame.pts)
