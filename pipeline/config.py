@@ -186,6 +186,15 @@ class VigilConfig(Section):
     #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.configfile.redact)
     _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
+    attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")
+    knn_k: int = Field(3, ge=1, le=100, description="neighbours averaged by the k-NN attributes")
+    memory_size: int = Field(4000, ge=16, le=1_000_000, description="memory bank rows kept per attribute")
+    coreset: Literal["greedy", "random"] = "greedy"
+    min_cell_samples: int = Field(10, ge=1, description="fewer samples in a cell: use class-global stats")
+    dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
+    dynamics_epochs: int = Field(40, ge=1, le=10_000)
+    pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
+    holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
     @field_validator("cameras")
     @classmethod
     def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:

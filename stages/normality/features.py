@@ -17,7 +17,7 @@ from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
 HIPS = (11, 12)
 LEGS = (13, 14, 15, 16)  # knees, ankles
-MIN_POSE_FRAMES = 4
+MIN_POSE_FRAMES = 6  # of the pose window: a shorter stretch misses part of a stride
 TRACK_EXPIRY_S = 5.0
 
 
@@ -100,7 +100,7 @@ class TrackMemory:
             leg = _leg_offsets(xy[i], conf[i], float(attrs.aspect[i]))
             if leg is not None:
                 tr.legs.append(leg)
-            if len(tr.legs) >= MIN_POSE_FRAMES:
+            if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
                 stack = np.stack(tr.legs)  # (T, 4, 2)
                 legs[i] = float(np.nanmean(np.linalg.norm(np.nanstd(stack, axis=0), axis=1)))
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]

@@ -1,0 +1,190 @@
+"""`vigil fit`: learn a camera's normality model from normal footage.
+
+The real perception graph (decode -> detect -> pose -> appearance -> flow -> attributes -> scene
+graph) runs over the files through the real runner in lossless replay mode; every analysed frame
+becomes a FrameSample, and `fit_normality` builds and calibrates the model from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import VigilConfig
+from pipeline.errors import ConfigError, SourceError
+from pipeline.packets import Frame
+from pipeline.sources.base import Source, SourceMonitor
+from pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from stages.normality import FrameSample, NormalityModel
+
+log = logging.getLogger("vigil.fit")
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm")
+
+
+class _FirstFrames(Source):
+    """The first `limit` frames of another finite source (short fits for tests and quick looks)."""
+
+    live = False
+
+    def __init__(self, inner: Source, limit: int) -> None:
+        self.inner = inner
+        self.camera = inner.camera
+        self.limit = limit
+
+    def frames(self, stop: threading.Event, monitor: SourceMonitor) -> Iterator[Frame]:
+        for i, frame in enumerate(self.inner.frames(stop, monitor)):
+            if i >= self.limit:
+                return
+            yield frame
+
+
+def perception_stages(config: VigilConfig) -> list[Stage]:
+    """decode -> detect -> pose -> appearance -> flow -> attributes -> scene_graph (no scoring)."""
+    from stages.attributes import AttributesStage
+    from stages.detect import DetectStage
+    from stages.flow import FlowStage
+    from stages.pose import PoseStage
+    from stages.scene_graph import SceneGraphStage
+
+    stages: list[Stage] = [DetectStage.from_config(config.detector)]
+    if config.pose.enabled:
+        stages.append(PoseStage.from_config(config.pose))
+    if config.appearance.enabled:
+        try:
+            from stages.appearance import AppearanceStage
+        except ModuleNotFoundError as exc:
+            if exc.name != "stages.appearance":
+                raise
+            log.warning("stages.appearance not found: fitting without appearance")
+        else:
+            stages.append(AppearanceStage.from_config(config.appearance))
+    stages += [
+        FlowStage(config.flow),
+        AttributesStage(config.attributes),
+        SceneGraphStage(config.scene_graph),
+    ]
+    return stages
+
+
+def video_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their videos (sorted); missing paths are a SourceError."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise SourceError(f"{p}: folder has no video files ({', '.join(VIDEO_SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise SourceError(f"{p}: no such file or folder")
+    return out
+
+
+def collect_samples(
+    config: VigilConfig,
+    camera: str,
+    files: Sequence[str | Path],
+    max_frames: int | None = None,
+    stages: Sequence[Stage] | None = None,
+) -> list[FrameSample]:
+    """Run the perception graph over `files` (each its own source) and return one sample per frame."""
+    from pipeline.harness import run_stages
+    from pipeline.runner import RunnerOptions
+    from pipeline.sources.file import FileSource
+    from stages.normality import FrameSample
+
+    paths = video_files(files)
+    clip_names = [f"{i:03d}_{p.stem}"[:64] for i, p in enumerate(paths)]
+    sources: list[Source] = [FileSource(n, p) for n, p in zip(clip_names, paths, strict=True)]
+    if max_frames is not None:
+        sources = [_FirstFrames(s, max_frames) for s in sources]
+    options = RunnerOptions(
+        live=False,
+        ingress_capacity=config.runtime.ingress_capacity,
+        pipe_capacity=config.runtime.pipe_capacity,
+        drain_timeout_s=config.runtime.drain_timeout_s,
+    )
+    graph = list(stages) if stages is not None else perception_stages(config)
+    packets, report = run_stages(graph, sources, options=options)
+    if report.source_errors:
+        clip, message = next(iter(report.source_errors.items()))
+        raise SourceError(f"fit: clip {clip}: {message}")
+    if report.stage_errors:
+        log.warning("perception stage errors while fitting", extra={"errors": dict(report.stage_errors)})
+    samples = []
+    for p in packets:
+        if p.attributes is None:
+            continue
+        samples.append(
+            FrameSample(
+                camera=camera,
+                clip=p.frame.camera,
+                pts=p.frame.pts,
+                width=p.frame.width,
+                height=p.frame.height,
+                attributes=p.attributes,
+                scene_graph=p.scene_graph,
+            )
+        )
+    return samples
+
+
+def fit_camera(
+    config: VigilConfig,
+    camera: str,
+    files: Sequence[str | Path],
+    seed: int = 0,
+    max_frames: int | None = None,
+) -> NormalityModel:
+    from stages.normality import fit_normality
+
+    samples = collect_samples(config, camera, files, max_frames)
+    return fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
+
+
+def model_path(config: VigilConfig, camera: str, out: str | None) -> Path:
+    if out:
+        return Path(out)
+    for c in config.cameras:
+        if c.name == camera and c.model is not None:
+            return c.model
+    return config.scoring.models_dir / f"{camera}.npz"
+
+
+# ---- CLI -------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE|DIR", help="normal footage: video files or folders")
+    parser.add_argument("--camera", required=True, help="camera the model is for")
+    parser.add_argument("-c", "--config", default="config.yaml", help="config file (default: ./config.yaml)")
+    parser.add_argument("--out", help="model file (default: camera.model, else <models_dir>/NAME.npz)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsampling and training (default 0)")
+    parser.add_argument("--max-frames", type=int, help="use only the first N frames of each file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.configfile import load_config
+
+    config = load_config(args.config)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames: expected >= 1, got {args.max_frames}")
+    model = fit_camera(config, args.camera, args.files, seed=args.seed, max_frames=args.max_frames)
+    path = model.save(model_path(config, args.camera, args.out))
+    c = model.counts
+    print(
+        f"vigil: fit: camera {args.camera}: {c['clips']} clips, {c['frames']} frames fitted, "
+        f"{c['frames_held_out']} held out for calibration, {c['objects']} objects -> {path}",
+        file=sys.stderr,
+    )
+    return 0
