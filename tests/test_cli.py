@@ -1,0 +1,271 @@
+"""The `vigil` command end to end, as a subprocess: one-line errors, exit codes, replay, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PED2, REPO
+
+VIGIL = [sys.executable, "-m", "pipeline.cli"]
+
+
+def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CAM_PASSWORD"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["YOLO_OFFLINE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def vigil(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*VIGIL, *args], cwd=cwd, env=env or env_for(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def write_config(folder: Path, body: str = "", drain_timeout_s: float = 10.0) -> Path:
+    """A config for tests: metrics on a free port, the event store in `folder`, JSONL on stdout."""
+    path = folder / "cfg.yaml"
+    path.write_text(
+        f"http:\n  port: 0\nruntime:\n  drain_timeout_s: {drain_timeout_s}\n"
+        f"sinks:\n  sqlite:\n    path: events.db\n  jsonl:\n    path: '-'\n{body}"
+    )
+    return path
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("vigil: error:")]
+
+
+def clip_length(clip: str) -> int:
+    with np.load(PED2 / "frame_labels.npz") as labels:
+        return len(labels[clip])
+
+
+def summary_frames(stderr: str) -> dict[str, tuple[int, int]]:
+    line = next(line for line in stderr.splitlines() if line.startswith("vigil: summary:"))
+    return {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"([\w.-]+)=(\d+)/(\d+)", line)}
+
+
+def summary_events(stderr: str) -> int:
+    line = next(line for line in stderr.splitlines() if line.startswith("vigil: summary:"))
+    return int(re.search(r"events (\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+def store_consistent(db: Path) -> list[dict[str, object]]:
+    """The event store opens, passes SQLite's integrity check and yields its messages in order."""
+    assert db.is_file(), f"no event store at {db}"
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        return [json.loads(row[0]) for row in conn.execute("SELECT json FROM events ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+# ---- validate-config -----------------------------------------------------------------------------
+
+
+def test_validate_repo_config() -> None:
+    result = vigil("validate-config", "-c", "config.yaml", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.yaml: OK (1 camera)"
+
+
+BAD_CONFIGS = {
+    "unknown-key": (
+        "cameras:\n  - name: a\n    url: x.mp4\n    nmae: b\n",
+        "cfg.yaml:13:5: cameras[0].nmae: unknown key",
+    ),
+    "bad-range": (
+        "detector:\n  confidence: 1.5\n",
+        "cfg.yaml:11:15: detector.confidence: input should be less",
+    ),
+    "yaml-syntax": ("cameras:\n  - name: a\n   url: b\n", "cfg.yaml:12:4: YAML syntax error"),
+    "missing-secret": (
+        "cameras:\n  - name: gate\n    url: rtsp://u:${CAM_PASSWORD}@127.0.0.1:1/x\n",
+        "cfg.yaml:12:10: cameras[0].url: environment variable CAM_PASSWORD is not set",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+@pytest.mark.parametrize("command", ["validate-config", "watch"])
+def test_bad_config_is_one_line_with_location_and_exit_2(tmp_path: Path, case: str, command: str) -> None:
+    body, expected = BAD_CONFIGS[case]
+    cfg = write_config(tmp_path, body)  # the header is 9 lines: the body starts on line 10
+    result = vigil(command, "-c", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result.stderr) if command == "watch" else result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].removeprefix("vigil: error: ").startswith(str(tmp_path / expected.split(":")[0])), lines
+    assert expected in lines[0].replace(str(tmp_path) + "/", ""), lines
+
+
+def test_secret_is_never_printed(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, "cameras:\n  - name: gate\n    url: rtsp://u:${CAM_PASSWORD}@127.0.0.1:1/x\n    fps: 0\n"
+    )
+    result = vigil(
+        "--debug", "watch", "-c", str(cfg), cwd=tmp_path, env=env_for({"CAM_PASSWORD": "hunter2-xyz"})
+    )
+    assert result.returncode == 2
+    assert "cameras[0].fps" in result.stderr
+    assert "hunter2-xyz" not in result.stderr + result.stdout
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = vigil("replay", "x.mp4", "-c", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == ["vigil: error: nope.yaml: no such config file"]
+
+
+# ---- replay --------------------------------------------------------------------------------------
+
+
+def test_missing_video_file(tmp_path: Path) -> None:
+    result = vigil("replay", "missing.mp4", "-c", str(write_config(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == ["vigil: error: missing.mp4: no such file or folder"]
+
+
+def test_corrupt_video_file(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    result = vigil("replay", str(bad), "-c", str(write_config(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "camera garbage" in line and str(bad) in line
+    assert summary_frames(result.stderr) == {"garbage": (0, 0)}
+
+
+def test_replay_ped2_clip_counts_every_frame(tmp_path: Path, ped2: Path) -> None:
+    clip = ped2 / "test" / "Test004.mp4"
+    result = vigil("replay", str(clip), "-c", str(write_config(tmp_path)), "--camera", "cam4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    n = clip_length("Test004")
+    assert summary_frames(result.stderr) == {"cam4": (n, n)}
+    # events: the same messages on stdout (JSONL) and in the store, as many as the summary says
+    stdout_events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert store_consistent(tmp_path / "events.db") == stdout_events
+    assert len(stdout_events) == summary_events(result.stderr)
+
+
+def test_replay_two_files_are_two_cameras(tmp_path: Path, ped2: Path) -> None:
+    clips = [ped2 / "test" / "Test001.mp4", ped2 / "train" / "Train001.mp4"]
+    cfg = write_config(tmp_path)
+    result = vigil("--log-level", "WARNING", "replay", *map(str, clips), "-c", str(cfg), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    frames = summary_frames(result.stderr)
+    assert frames == {c.stem: (frames[c.stem][0], frames[c.stem][0]) for c in clips}
+    assert frames["Test001"][0] == clip_length("Test001")
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    stderr: list[str]
+    stdout: list[str]
+    readers: tuple[threading.Thread, ...]
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.stderr):
+                if m := re.search(pattern, line):
+                    return m
+            if self.process.poll() is not None and not any(r.is_alive() for r in self.readers):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in stderr:\n" + "".join(self.stderr))
+
+
+@pytest.fixture
+def start_vigil(tmp_path: Path) -> Iterator:
+    started: list[Running] = []
+
+    def start(*args: str) -> Running:
+        process = subprocess.Popen(
+            [*VIGIL, *args],
+            cwd=tmp_path,
+            env=env_for(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        err: list[str] = []
+        out: list[str] = []
+        readers = tuple(
+            threading.Thread(target=lambda s=stream, d=dest: d.extend(iter(s.readline, "")), daemon=True)
+            for stream, dest in ((process.stderr, err), (process.stdout, out))
+        )
+        for reader in readers:
+            reader.start()
+        running = Running(process, err, out, readers)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait(10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_realtime_replay_drains_and_exits_cleanly(
+    tmp_path: Path, ped2: Path, start_vigil, sig: signal.Signals
+) -> None:
+    drain_timeout_s = 10.0
+    cfg = write_config(tmp_path, drain_timeout_s=drain_timeout_s)
+    run = start_vigil(
+        "replay", str(ped2 / "test" / "Test002.mp4"), "-c", str(cfg), "--realtime", "--camera", "c2"
+    )
+    url = run.wait_for(r"serving metrics url=(\S+)", timeout=60).group(1)
+    run.wait_for(r"source connected", timeout=120)
+    time.sleep(1.0)  # ~10 frames at the clip's 10 fps
+    with urllib.request.urlopen(url, timeout=5) as response:  # metrics are served while it runs
+        body = response.read().decode()
+    assert re.search(r'vigil_source_frames_total\{camera="c2"\} [1-9]', body), body[:2000]
+
+    sent = time.monotonic()
+    run.process.send_signal(sig)
+    run.process.wait(timeout=drain_timeout_s + 20)
+    elapsed = time.monotonic() - sent
+    for reader in run.readers:
+        reader.join(5)
+    stderr, stdout = "".join(run.stderr), "".join(run.stdout)
+    assert run.process.returncode == 0, stderr
+    assert elapsed < drain_timeout_s + 5, elapsed
+    assert "Traceback" not in stderr and not error_lines(stderr)
+    decoded, completed = summary_frames(stderr)["c2"]
+    assert 0 < decoded < clip_length("Test002")  # stopped part-way, not at the end of the clip
+    assert completed == decoded  # replay drains: what was decoded was finished
+    # the store is consistent and holds exactly the events emitted so far (extend once scoring emits events)
+    stdout_events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    assert store_consistent(tmp_path / "events.db") == stdout_events
+    assert len(stdout_events) == summary_events(stderr)
