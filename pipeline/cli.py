@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from pipeline.commands import eval as eval_command
 from pipeline.config import CameraConfig, VigilConfig
 from pipeline.configfile import load_config, redact, secrets_of
 from pipeline.errors import ConfigError, SourceError, VigilError
@@ -266,6 +267,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command("analyse the configured cameras until SIGINT/SIGTERM", _args_watch, cmd_watch),
     "replay": Command("replay video files through the pipeline (lossless)", _args_replay, cmd_replay),
+    "eval": Command(
+        "fit on a benchmark's training clips, replay its test clips, report AUC/RBDC/TBDC/fps",
+        eval_command.add_arguments,
+        eval_command.run,
+    ),
 }
 
 

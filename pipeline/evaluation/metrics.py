@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import cv2
 import networkx as nx
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from pipeline.errors import PacketError
 
@@ -35,6 +34,8 @@ def frame_auc_micro(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) 
 
     NaN scores count as the lowest score. Returns NaN when the concatenation has only one class.
     """
+    from sklearn.metrics import roc_auc_score  # imported here: it costs seconds at CLI start-up
+
     _check_pairs(scores, labels)
     s = np.concatenate([np.asarray(x, np.float64) for x in scores])
     y = np.concatenate([np.asarray(x) for x in labels]).astype(bool)
