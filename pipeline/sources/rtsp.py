@@ -38,8 +38,13 @@ def redact_url(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<head>:***@", text)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for logs: the error type and message, with any password redacted."""
+def describe_error(exc: BaseException, read_timeout_s: float) -> str:
+    """One line for logs: what failed, without errno noise, the URL or its password."""
+    if isinstance(exc, av.error.ExitError):  # PyAV's interrupt callback: its timeout expired
+        return f"timed out: no data for {read_timeout_s:g} s"
+    strerror = getattr(exc, "strerror", None)  # FFmpegError and OSError: the message without errno/URL
+    if isinstance(exc, av.error.FFmpegError | OSError) and strerror:
+        return redact_url(f"{type(exc).__name__}: {strerror}")
     return redact_url(f"{type(exc).__name__}: {exc}")
 
 
@@ -127,7 +132,7 @@ class RtspSource(Source):
                 timeout=(cfg.open_timeout_s, cfg.stall_timeout_s),
             )
         except NETWORK_ERRORS as exc:
-            return False, describe_error(exc)
+            return False, describe_error(exc, cfg.stall_timeout_s)
         with container:
             stream = first_video_stream(container)
             if stream is None:
@@ -158,5 +163,5 @@ class RtspSource(Source):
                     if time.monotonic() - last_frame > cfg.stall_timeout_s:
                         return True, f"stalled: no frame for {cfg.stall_timeout_s:g} s"
             except NETWORK_ERRORS as exc:
-                return True, describe_error(exc)
+                return True, describe_error(exc, cfg.stall_timeout_s)
         return True, "end of stream (server closed the connection)"
