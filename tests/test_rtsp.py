@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -19,9 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rtsp_server import LoopbackCamera, free_port, gi_missing_reason
+from rtsp_server import CAMSIM, SYSTEM_PYTHON, LoopbackCamera, free_port, gi_missing_reason
 
 from pipeline.config import SourceConfig
 from pipeline.graph import build_graph
@@ -263,3 +266,44 @@ def test_frozen_camera_trips_the_watchdog_and_stop_is_prompt(camera: LoopbackCam
         camera.pause()
         time.sleep(0.5)  # the source is now blocked in a read on the frozen server
         # leaving the block sets stop: the blocked read must end through PyAV's timeout
+
+
+def first_frames(url: str, count: int) -> list[tuple[int, int]]:
+    """Sizes of the first `count` frames a bare PyAV client decodes from `url`."""
+    options = {"rtsp_transport": "tcp", "timeout": "5000000", "analyzeduration": "100000"}
+    sizes = []
+    with av.open(url, options=options, timeout=(5.0, 5.0)) as container:
+        for frame in container.decode(video=0):
+            sizes.append((frame.width, frame.height))
+            if len(sizes) == count:
+                break
+    return sizes
+
+
+@pytest.mark.rtsp
+def test_camsim_serves_several_mounts_and_exits_cleanly(camsim: None, ped2: Path) -> None:
+    clips = [f"{ped2 / 'test/Test002.mp4'}:a", f"{ped2 / 'train/Train001.mp4'}:b"]
+    proc = subprocess.Popen(
+        [SYSTEM_PYTHON, str(CAMSIM), "--port", "0", *clips], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        urls = [proc.stdout.readline().split()[1] for _ in clips]
+        assert [u.rsplit("/", 1)[1] for u in urls] == ["a", "b"]
+        for url in urls:
+            assert first_frames(url, 5) == [(360, 240)] * 5
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+@pytest.mark.rtsp
+@pytest.mark.parametrize(
+    ("clips", "message"), [(["{clip}:x", "{clip}:x"], "used twice"), (["{missing}"], "clip not found")]
+)
+def test_camsim_rejects_bad_arguments(
+    camsim: None, ped2: Path, tmp_path: Path, clips: list[str], message: str
+) -> None:
+    args = [c.format(clip=ped2 / CLIP, missing=tmp_path / "missing.mp4") for c in clips]
+    done = subprocess.run([SYSTEM_PYTHON, str(CAMSIM), "--port", "0", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr

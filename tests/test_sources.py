@@ -17,6 +17,7 @@ from pipeline.harness import run_stages
 from pipeline.metrics import Metrics
 from pipeline.packets import Frame
 from pipeline.sources.base import SourceMonitor
+from pipeline.sources.decode import PtsClock
 from pipeline.sources.factory import make_source, source_kind
 from pipeline.sources.file import FileSource
 from pipeline.sources.folder import FolderSource
@@ -173,3 +174,16 @@ def test_factory_picks_the_source_kind(ped2: Path, tmp_path: Path, url: str, kin
 def test_factory_honours_an_explicit_kind(tmp_path: Path) -> None:
     camera = CameraConfig(name="cam1", url=str(tmp_path / "x.mp4"), kind="folder")
     assert isinstance(make_source(camera, SourceConfig()), FolderSource)
+
+
+def test_pts_clock_missing_backwards_and_across_sessions() -> None:
+    clock = PtsClock(10.0)
+    clock.new_session(10.0)
+    # RTSP: the first frame has no timestamp, the stream's clock starts at an arbitrary value
+    assert [clock.pts(t) for t in (None, 100.3, 100.4, None, 100.4, 100.7)] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    )
+    clock.new_session(5.0, gap_s=12.0)  # reconnect after a 12 s outage; the new stream restarts at 0
+    assert [clock.pts(t) for t in (None, 0.2, 0.4)] == pytest.approx([12.5, 12.7, 12.9])
+    clock.new_session(5.0)  # no gap known: continue one frame later
+    assert clock.pts(7.0) == pytest.approx(13.1)
