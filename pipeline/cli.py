@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pipeline.commands import eval as eval_command
 from pipeline.config import CameraConfig, VigilConfig
@@ -32,6 +33,9 @@ from pipeline.metrics import Metrics
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
 from pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from stages.normality import NormalityModel
 
 log = logging.getLogger("vigil.cli")
 
@@ -176,8 +180,29 @@ def make_sinks(config: VigilConfig) -> list[EventSink]:
     return sinks
 
 
+def load_models(config: VigilConfig, cameras: Sequence[CameraConfig]) -> dict[str, NormalityModel]:
+    """Each camera's normality model: `camera.model` (must exist) or <models_dir>/<name>.npz (if fitted)."""
+    from stages.normality import NormalityModel
+
+    models: dict[str, NormalityModel] = {}
+    for camera in cameras:
+        path = camera.model or config.scoring.models_dir / f"{camera.name}.npz"
+        if camera.model is None and not path.exists():
+            log.warning(
+                "no normality model: detection only, no anomaly scores (fit one with `vigil fit`)",
+                extra=fields(camera=camera.name, expected=str(path)),
+            )
+            continue
+        models[camera.name] = NormalityModel.load(path, device=config.scoring.device)  # ModelError if bad
+    return models
+
+
 def build_stages(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[Stage]:
-    """The stage list from `stages.factory`; a decode-only graph while that module does not exist."""
+    """The stage list from `stages.factory`; a decode-only graph while that module does not exist.
+
+    With no normality model for any camera the factory builds the perception part only.
+    """
+    models = load_models(config, cameras)  # before anything starts: a bad model file fails at once
     try:
         from stages.factory import build_stages as factory
     except ModuleNotFoundError as exc:
@@ -185,7 +210,7 @@ def build_stages(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[S
             raise
         log.warning("stages.factory not found: running a decode-only graph", extra=fields(stage="cli"))
         return []
-    return list(factory(config, list(cameras)))
+    return list(factory(config, models or None))
 
 
 def summary_line(report: RunReport, cameras: Sequence[str]) -> str:

@@ -269,3 +269,17 @@ def test_signal_during_realtime_replay_drains_and_exits_cleanly(
     stdout_events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     assert store_consistent(tmp_path / "events.db") == stdout_events
     assert len(stdout_events) == summary_events(stderr)
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt"])
+def test_bad_normality_model_fails_before_running(tmp_path: Path, ped2: Path, problem: str) -> None:
+    model = tmp_path / "cam.npz"
+    if problem == "corrupt":
+        model.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    body = f"cameras:\n  - name: cam\n    url: {ped2 / 'test' / 'Test001.mp4'}\n    model: cam.npz\n"
+    result = vigil("watch", "-c", str(write_config(tmp_path, body)), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert f"normality model {model}" in line
+    assert not any(line.startswith("vigil: summary:") for line in result.stderr.splitlines())
