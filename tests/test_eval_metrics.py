@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PacketError, SourceError
+from pipeline.commands.eval import ClipTrace, LimitedSource, judged_attributes, result_name
+from pipeline.errors import ConfigError, PacketError, SourceError
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     box_iou,
@@ -171,3 +172,64 @@ def test_ped2_dataset(ped2: Path) -> None:
         data.test_clips(["Test999"])
     with pytest.raises(SourceError, match="missing"):
         Ped2.open(ped2 / "nope")
+
+
+# ---- the `vigil eval` driver ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("only", "ablate", "name"),
+    [
+        (None, None, "ped2.json"),
+        (["speed", "pose"], None, "ped2-only-speed+pose.json"),
+        (None, ["appearance"], "ped2-minus-appearance.json"),
+    ],
+)
+def test_result_name(only: list[str] | None, ablate: list[str] | None, name: str) -> None:
+    assert result_name("ped2", only, ablate) == name
+
+
+def test_judged_attributes() -> None:
+    from stages.normality import ATTRIBUTES
+
+    assert judged_attributes(None, None) is None
+    assert judged_attributes(["speed"], None) == ["speed"]
+    assert judged_attributes(None, ["speed"]) == [a for a in ATTRIBUTES if a != "speed"]
+    with pytest.raises(ConfigError, match="unknown attributes warp"):
+        judged_attributes(["warp"], None)
+    with pytest.raises(ConfigError, match="removes every attribute"):
+        judged_attributes(None, list(ATTRIBUTES))
+
+
+def test_trace_fills_missing_frames_causally() -> None:
+    trace = ClipTrace(frame_score={0: 1.0, 1: 3.0, 3: 2.0, 4: float("nan")})
+    series, missing = trace.series(6)
+    assert series.tolist() == [1.0, 3.0, 3.0, 2.0, 2.0, 2.0] and missing == 3
+
+
+def test_limited_source_stops_after_n_frames(ped2: Path) -> None:
+    from pipeline.harness import run_stages
+    from pipeline.sources.file import FileSource
+
+    source = LimitedSource(FileSource("Test002", ped2 / "test" / "Test002.mp4"), 7)
+    _, report = run_stages([], [source])
+    assert report.frames_decoded == {"Test002": 7} and not report.source_errors
+
+
+@pytest.mark.slow
+def test_vigil_eval_end_to_end(ped2: Path, tmp_path: Path) -> None:
+    """Fit on two short training clips, replay one test clip: every figure is in the JSON."""
+    import json
+
+    from pipeline.cli import main
+
+    out = tmp_path / "r.json"
+    argv = ["eval", "--data", str(ped2), "--clips", "Test003", "--train-clips", "Train001,Train002"]
+    argv += ["--max-frames", "25", "--out", str(out), "-c", str(Path(__file__).parents[1] / "config.yaml")]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["replay"]["frames"] == 25 and result["replay"]["fps"] > 0
+    assert set(result["frame_auc"]) == {"raw", "causal_10", "centred_10"}
+    assert result["per_clip"]["Test003"]["frames"] == 25 and result["frames_without_score"] == 0
+    assert 0 <= result["rbdc"] <= 1 and 0 <= result["tbdc"] <= 1
+    assert result["gt_regions"] > 0 and Path(result["plot"]).stat().st_size > 0
