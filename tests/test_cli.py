@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -283,3 +284,36 @@ def test_bad_normality_model_fails_before_running(tmp_path: Path, ped2: Path, pr
     (line,) = error_lines(result.stderr)
     assert f"normality model {model}" in line
     assert not any(line.startswith("vigil: summary:") for line in result.stderr.splitlines())
+
+
+# ---- dispatch ------------------------------------------------------------------------------------
+
+
+def _boom(args: object) -> int:
+    raise RuntimeError("disk on fire")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """main() configures the 'vigil' logger; put it back so other tests' log capture still works."""
+    logger = logging.getLogger("vigil")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("debug", [False, True])
+def test_unexpected_error_is_one_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], debug: bool
+) -> None:
+    from pipeline import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "boom", cli.Command("raise an unexpected error", lambda p: None, _boom))
+    code = cli.main(["--debug", "boom"] if debug else ["boom"])
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = error_lines(err)
+    assert len(errors) == 1 and "unexpected RuntimeError: disk on fire" in errors[0]
+    assert ("Traceback" in err) == debug
+    assert ("run with --debug for the traceback" in errors[0]) == (not debug)
