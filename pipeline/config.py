@@ -138,6 +138,32 @@ class AttributesConfig(Section):
     motion_bins: tuple[int, int] = (4, 8)  # magnitude x orientation
     blob_min_area: float = Field(0.002, gt=0, le=1, description="share of frame area for unexplained motion")
     blob_min_flow: float = Field(1.0, gt=0, description="pixels per frame")
+    blob_box_margin: float = Field(
+        0.15, ge=0, le=2, description="detection boxes grown by this share of their height before blob search"
+    )
+    appearance_dim: int = Field(64, ge=1, le=8192, description="D of the appearance row (NaN when absent)")
+    dwell_radius: float = Field(1.0, gt=0, le=20, description="box-heights; dwell = time spent this close")
+    track_expiry_s: float = Field(2.0, gt=0, le=600, description="forget a track not seen this long")
+    max_history: int = Field(3000, ge=2, le=1_000_000, description="samples kept per track (bounds dwell)")
+
+
+class SceneGraphConfig(Section):
+    """Relation thresholds, in box-heights (distances) and box-heights per second (speeds)."""
+
+    near: float = Field(1.5, gt=0, le=50, description="ground distance under which two objects are near")
+    overlap_iou: float = Field(0.1, gt=0, le=1, description="IoU above which two boxes overlap")
+    ride_speed_tol: float = Field(0.6, gt=0, le=20, description="velocity difference still 'moving with'")
+    ride_min_speed: float = Field(
+        0.6, ge=0, le=50, description="rider speed at confidence 0.5 (Ped2 train walkers: 95th pct 0.51)"
+    )
+    rideable: tuple[str, ...] = ("bicycle", "motorcycle", "skateboard", "horse")
+    approach_rate: float = Field(0.3, gt=0, le=50, description="|d distance/dt| for approaching/moving_away")
+    approach_within: float = Field(3.0, gt=0, le=100, description="pairs farther apart are not related")
+    history_frames: int = Field(5, ge=2, le=100, description="frames of pair distances kept per camera")
+    direction_deg: float = Field(30.0, gt=0, le=90, description="max heading difference for same_direction")
+    moving_speed: float = Field(0.3, ge=0, le=50, description="slower objects have no direction")
+    group_within: float = Field(3.0, gt=0, le=100, description="same_direction only within this distance")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="relations below this are not emitted")
 
 
 class ScoringConfig(Section):
@@ -180,6 +206,7 @@ class VigilConfig(Section):
     pose: PoseConfig = PoseConfig()
     flow: FlowConfig = FlowConfig()
     attributes: AttributesConfig = AttributesConfig()
+    scene_graph: SceneGraphConfig = SceneGraphConfig()
     scoring: ScoringConfig = ScoringConfig()
     events: EventsConfig = EventsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,0 +1,241 @@
+"""Per-object attributes of a frame: place, size, motion, pose and appearance, scale-free.
+
+Units: ground point = bottom centre of the box in [0, 1] image coordinates; speeds in box-heights per
+second (pixel motion over box height in pixels, over real seconds from pts), so image size and
+analysis stride do not change them; `scale_rate` = d(log box height)/dt, positive when approaching.
+
+Motion histogram: flow vectors inside the box, magnitude in box-heights/s binned on edges
+0, 0.25, 1, 4, ... (x4 each; the last bin open), orientation = absolute image angle atan2(dy, dx)
+in equal sectors starting at 0 (x right, y down): with a fixed camera the absolute direction is what
+is normal or not in a place. Flattened magnitude-major, normalised to sum 1; NaN when the flow is
+invalid (first frame), 0 for a box that covers no flow sample.
+
+Pose row: 17 box-normalised keypoints (x, y) flattened, then their 17 confidences (P = 51).
+Appearance row: D = `AttributesConfig.appearance_dim`; NaN when the object has no embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import AttributesConfig
+from pipeline.errors import PacketError
+from pipeline.packets import (
+    COCO_KEYPOINTS,
+    Detections,
+    Embeddings,
+    FlowField,
+    Frame,
+    FramePacket,
+    ObjectAttributes,
+    Poses,
+    SourceEvent,
+)
+from pipeline.stage import Stage
+from stages.blobs import BlobIds, find_blobs
+from stages.track_history import TrackHistory
+
+POSE_DIM = COCO_KEYPOINTS * 3
+
+
+def magnitude_edges(bins: int) -> np.ndarray:
+    """Magnitude bin edges in box-heights/s: 0, 0.25, 1, 4, ... and +inf (len bins + 1)."""
+    inner = [0.25 * 4.0**k for k in range(bins - 1)]
+    return np.array([0.0, *inner, np.inf])
+
+
+def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """Flow vectors (K, 2), full-res pixels per dt, of the flow grid cells inside `box` (xyxy pixels)."""
+    height, width = frame_size
+    gh, gw = flow.flow.shape[:2]
+    sx, sy = gw / width, gh / height
+    c1, r1 = max(0, int(np.floor(box[0] * sx))), max(0, int(np.floor(box[1] * sy)))
+    c2, r2 = min(gw, int(np.ceil(box[2] * sx))), min(gh, int(np.ceil(box[3] * sy)))
+    if c2 <= c1 or r2 <= r1:
+        return np.zeros((0, 2), np.float32)
+    return flow.flow[r1:r2, c1:c2].reshape(-1, 2)
+
+
+def motion_histogram(vectors: np.ndarray, box_height: float, dt: float, bins: tuple[int, int]) -> np.ndarray:
+    """Magnitude x orientation histogram of flow `vectors` (pixels per dt), flattened, sums to 1 or 0."""
+    n_mag, n_ori = bins
+    out = np.zeros(n_mag * n_ori, np.float32)
+    if len(vectors) == 0:
+        return out
+    mag = np.linalg.norm(vectors, axis=1) / (box_height * dt)
+    ang = np.mod(np.arctan2(vectors[:, 1], vectors[:, 0]), 2 * np.pi)
+    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), mag, side="right") - 1, 0, n_mag - 1)
+    oi = np.minimum((ang / (2 * np.pi) * n_ori).astype(np.int64), n_ori - 1)
+    np.add.at(out, mi * n_ori + oi, 1.0)
+    return out / out.sum()
+
+
+@dataclass(slots=True)
+class _Camera:
+    history: TrackHistory
+    blob_ids: BlobIds = field(default_factory=BlobIds)
+
+
+class AttributeExtractor:
+    """Computes ObjectAttributes frame by frame; keeps per-camera track history and blob ids."""
+
+    def __init__(self, config: AttributesConfig | None = None) -> None:
+        self.config = config or AttributesConfig()
+        self._cameras: dict[str, _Camera] = {}
+
+    def add_camera(self, camera: str) -> None:
+        c = self.config
+        history = TrackHistory(c.velocity_window, c.dwell_radius, c.max_history, c.track_expiry_s)
+        self._cameras[camera] = _Camera(history)
+
+    def drop_camera(self, camera: str) -> None:
+        self._cameras.pop(camera, None)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self._cameras)
+
+    def __call__(
+        self,
+        frame: Frame,
+        detections: Detections,
+        flow: FlowField,
+        poses: Poses | None = None,
+        appearance: Embeddings | None = None,
+    ) -> ObjectAttributes:
+        cfg = self.config
+        if frame.camera not in self._cameras:  # a frame before its camera's "added" event
+            self.add_camera(frame.camera)
+        cam = self._cameras[frame.camera]
+        height, width = frame.height, frame.width
+        if flow.flow.shape[0] > height or flow.flow.shape[1] > width:
+            raise PacketError(
+                f"attributes: flow grid {flow.flow.shape[:2]} is larger than the frame {(height, width)}"
+            )
+        if appearance is not None and len(appearance) and appearance.vectors.shape[1] != cfg.appearance_dim:
+            raise PacketError(
+                f"attributes: appearance vectors have D={appearance.vectors.shape[1]}, "
+                f"expected attributes.appearance_dim={cfg.appearance_dim}"
+            )
+        blob_boxes = find_blobs(
+            flow,
+            (height, width),
+            detections.xyxy,
+            frame.fps,
+            cfg.blob_min_flow,
+            cfg.blob_min_area,
+            cfg.blob_box_margin,
+        )
+        blob_ids = cam.blob_ids.assign(blob_boxes)
+        n_det, n = len(detections), len(detections) + len(blob_boxes)
+        xyxy = np.concatenate([detections.xyxy.astype(np.float32), blob_boxes]).reshape(n, 4)
+        track_id = np.concatenate([detections.track_id.astype(np.int64), blob_ids])
+        class_id = np.concatenate(
+            [detections.class_id.astype(np.int32), np.full(len(blob_boxes), -1, np.int32)]
+        )
+        confidence = np.concatenate(
+            [detections.confidence.astype(np.float32), np.ones(len(blob_boxes), np.float32)]
+        )
+
+        box_h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1.0)
+        box_w = np.maximum(xyxy[:, 2] - xyxy[:, 0], 1.0)
+        gx, gy = (xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]
+        ground = np.clip(np.stack([gx / width, gy / height], axis=1), 0.0, 1.0).astype(np.float32)
+        rows, cols = cfg.grid
+        r = np.minimum((ground[:, 1] * rows).astype(np.int32), rows - 1)
+        c = np.minimum((ground[:, 0] * cols).astype(np.int32), cols - 1)
+
+        velocity = np.full((n, 2), np.nan, np.float32)
+        scale_rate = np.full(n, np.nan, np.float32)
+        dwell = np.zeros(n, np.float32)
+        age = np.ones(n, np.int32)
+        for i in range(n):
+            tid = int(track_id[i])
+            if i < n_det and tid < 0:  # an untracked detection has no history
+                continue
+            k = cam.history.update(tid, frame.pts, (float(gx[i]), float(gy[i])), float(box_h[i]))
+            velocity[i] = k.velocity
+            scale_rate[i], dwell[i], age[i] = k.scale_rate, k.dwell, k.age
+        cam.history.expire(frame.pts)
+
+        n_bins = cfg.motion_bins[0] * cfg.motion_bins[1]
+        flow_speed = np.full(n, np.nan, np.float32)
+        motion_hist = np.full((n, n_bins), np.nan, np.float32)
+        if flow.valid:
+            for i in range(n):
+                vectors = box_flow(flow, (height, width), xyxy[i])
+                motion_hist[i] = motion_histogram(vectors, float(box_h[i]), flow.dt, cfg.motion_bins)
+                if len(vectors):
+                    flow_speed[i] = np.median(np.linalg.norm(vectors, axis=1)) / (box_h[i] * flow.dt)
+
+        return ObjectAttributes(
+            track_id=track_id,
+            class_id=class_id,
+            class_names=detections.class_names,
+            xyxy=xyxy,
+            confidence=confidence,
+            ground=ground,
+            cell=(r * cols + c).astype(np.int32),
+            height=(box_h / height).astype(np.float32),
+            aspect=(box_w / box_h).astype(np.float32),
+            velocity=velocity,
+            speed=np.linalg.norm(velocity, axis=1).astype(np.float32),
+            direction=np.arctan2(velocity[:, 1], velocity[:, 0]).astype(np.float32),
+            flow_speed=flow_speed,
+            motion_hist=motion_hist,
+            pose=_pose_rows(poses, n_det, n),
+            appearance=_appearance_rows(appearance, n_det, n, cfg.appearance_dim),
+            scale_rate=scale_rate,
+            dwell=dwell,
+            age=age,
+            is_blob=np.arange(n) >= n_det,
+        )
+
+
+def _pose_rows(poses: Poses | None, n_det: int, n: int) -> np.ndarray:
+    out = np.full((n, POSE_DIM), np.nan, np.float32)
+    if poses is None:
+        return out
+    for j, d in enumerate(poses.detection_index.tolist()):
+        if not 0 <= d < n_det:
+            raise PacketError(f"attributes: pose {j} refers to detection {d}, frame has {n_det} detections")
+        out[d] = np.concatenate([poses.keypoints[j].reshape(-1), poses.keypoint_conf[j]])
+    return out
+
+
+def _appearance_rows(appearance: Embeddings | None, n_det: int, n: int, dim: int) -> np.ndarray:
+    out = np.full((n, dim), np.nan, np.float32)
+    if appearance is None:
+        return out
+    for j, d in enumerate(appearance.detection_index.tolist()):
+        if not 0 <= d < n_det:
+            raise PacketError(
+                f"attributes: embedding {j} refers to detection {d}, frame has {n_det} detections"
+            )
+        out[d] = appearance.vectors[j]
+    return out
+
+
+class AttributesStage(Stage):
+    """Per-object attributes from detections and flow (pose and appearance when those stages run)."""
+
+    name = "attributes"
+    needs = ("frame", "detections", "flow")
+    provides = ("attributes",)
+
+    def __init__(self, config: AttributesConfig | None = None) -> None:
+        self.extractor = AttributeExtractor(config)
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        self.extractor.add_camera(event.camera)
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self.extractor.drop_camera(event.camera)
+
+    def process(self, packet: FramePacket) -> None:
+        assert packet.detections is not None and packet.flow is not None  # guaranteed by `needs`
+        packet.attributes = self.extractor(
+            packet.frame, packet.detections, packet.flow, packet.poses, packet.appearance
+        )

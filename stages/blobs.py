@@ -1,0 +1,96 @@
+"""Moving regions that no detection explains: thrown or dropped things, classes the detector lacks.
+
+Flow magnitude above a threshold, outside every detection box (boxes grown by a margin so the
+flow halo around a walking person is not mistaken for something else), grouped into connected
+regions of a minimum area. Each region gets a negative id (from -2 down; -1 is an untracked
+detection), kept across frames by IoU matching.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.errors import PacketError
+from pipeline.packets import FlowField
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def find_blobs(
+    flow: FlowField,
+    frame_size: tuple[int, int],
+    boxes: np.ndarray,
+    fps: float,
+    min_flow: float = 1.0,
+    min_area: float = 0.002,
+    margin: float = 0.15,
+) -> np.ndarray:
+    """Boxes (M, 4) float32, full-res pixels xyxy, of moving regions outside `boxes`.
+
+    `min_flow` is in full-res pixels per source frame (flow per `dt` times 1 / (dt * fps)), so a
+    frame stride does not change what counts as moving; `min_area` is a share of the frame area;
+    `margin` grows each box by that fraction of its height on every side before masking it out.
+    """
+    height, width = frame_size
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise PacketError(f"find_blobs: expected boxes of shape (N, 4), got {boxes.shape}")
+    if not flow.valid:
+        return np.zeros((0, 4), np.float32)
+    gh, gw = flow.flow.shape[:2]
+    sx, sy = gw / width, gh / height  # full-res pixels -> flow grid
+    per_frame = np.linalg.norm(flow.flow, axis=2) / (flow.dt * fps)
+    mask = (per_frame > min_flow).astype(np.uint8)
+    for x1, y1, x2, y2 in boxes.tolist():
+        m = margin * (y2 - y1)
+        c1, r1 = max(0, int(np.floor((x1 - m) * sx))), max(0, int(np.floor((y1 - m) * sy)))
+        c2, r2 = min(gw, int(np.ceil((x2 + m) * sx))), min(gh, int(np.ceil((y2 + m) * sy)))
+        mask[r1:r2, c1:c2] = 0
+    if not mask.any():
+        return np.zeros((0, 4), np.float32)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # drop speckle and slivers
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    keep = stats[1:, cv2.CC_STAT_AREA] / (gh * gw) >= min_area
+    s = stats[1:][keep].astype(np.float32)
+    if len(s) == 0:
+        return np.zeros((0, 4), np.float32)
+    x, y, w, h = (s[:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    return np.stack([x / sx, y / sy, (x + w) / sx, (y + h) / sy], axis=1).astype(np.float32)
+
+
+class BlobIds:
+    """Stable negative ids for the blobs of ONE camera: greedy IoU matching with the last frame."""
+
+    def __init__(self, min_iou: float = 0.3) -> None:
+        self.min_iou = min_iou
+        self._prev_boxes = np.zeros((0, 4), np.float32)
+        self._prev_ids = np.zeros(0, np.int64)
+        self._next = -2  # -1 means "untracked" in Detections
+
+    def assign(self, boxes: np.ndarray) -> np.ndarray:
+        ids = np.zeros(len(boxes), np.int64)
+        iou = box_iou(boxes, self._prev_boxes)
+        taken: set[int] = set()
+        for i in range(len(boxes)):
+            j = int(np.argmax(iou[i])) if iou.shape[1] else -1
+            if j >= 0 and iou[i, j] >= self.min_iou and j not in taken:
+                ids[i] = self._prev_ids[j]
+                taken.add(j)
+            else:
+                ids[i] = self._next
+                self._next -= 1
+        self._prev_boxes, self._prev_ids = boxes.copy(), ids.copy()
+        return ids

@@ -1,0 +1,206 @@
+"""Relations between the objects of a frame, each with a confidence in [0, 1].
+
+Every criterion is graded linearly so that a value exactly at its threshold scores 0.5 and a clear
+case scores 1; a relation that needs several criteria takes their minimum (fuzzy AND), so with the
+default `min_confidence` 0.5 a relation is emitted when all its criteria pass their thresholds.
+Distances are ground-point distances in box-heights (mean height of the pair), speeds in
+box-heights per second; nothing is in pixels.
+
+Predicates: `near`, `overlapping`, `same_direction`, `approaching`, `moving_away` are symmetric and
+emitted in both directions; `on` (a person on top of a rideable box: centred over it, lower body
+inside it, head above it) and `riding` (`on` AND moving with it AND both faster than a walk) go
+from the person to the vehicle. A person walking a bicycle beside them is neither centred over it
+nor fast, so it is not `riding`.
+Objects with track id -1 (untracked detections) are left out: they have no history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.config import SceneGraphConfig
+from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, SourceEvent
+from pipeline.stage import Stage
+from stages.blobs import box_iou
+
+Emit = Callable[[int, int, str, float, bool], None]
+
+
+def grade(x: float, at_half: float, at_one: float) -> float:
+    """Linear confidence: 0.5 at `at_half`, 1 at `at_one` (either direction), clipped to [0, 1]."""
+    if not math.isfinite(x):
+        return 0.0
+    return float(min(1.0, max(0.0, 0.5 + 0.5 * (x - at_half) / (at_one - at_half))))
+
+
+def on_top(person: np.ndarray, vehicle: np.ndarray) -> float:
+    """How surely the `person` box (xyxy) sits on top of the `vehicle` box: the fuzzy AND of
+    centred over it, lower body inside it, and head above it."""
+    px1, py1, px2, py2 = person.tolist()
+    vx1, vy1, vx2, vy2 = vehicle.tolist()
+    ph, vw = max(py2 - py1, 1e-6), max(vx2 - vx1, 1e-6)
+    offset = abs((px1 + px2) / 2 - (vx1 + vx2) / 2) / vw
+    centred = grade(offset, 0.35, 0.1)
+    lower_y1 = (py1 + py2) / 2
+    ix = max(0.0, min(px2, vx2) - max(px1, vx1))
+    iy = max(0.0, min(py2, vy2) - max(lower_y1, vy1))
+    inside = grade(ix * iy / max((px2 - px1) * (py2 - lower_y1), 1e-6), 0.4, 0.8)
+    above = grade((vy1 - py1) / ph, 0.1, 0.4)
+    return min(centred, inside, above)
+
+
+@dataclass(slots=True)
+class _PairHistory:
+    t: list[float] = field(default_factory=list)
+    d: list[float] = field(default_factory=list)
+
+
+class RelationBuilder:
+    """Builds SceneGraphs frame by frame; keeps a short per-camera history of pair distances."""
+
+    def __init__(self, config: SceneGraphConfig | None = None, expiry_s: float = 2.0) -> None:
+        self.config = config or SceneGraphConfig()
+        self.expiry_s = expiry_s
+        self._cameras: dict[str, dict[tuple[int, int], _PairHistory]] = {}
+
+    def add_camera(self, camera: str) -> None:
+        self._cameras[camera] = {}
+
+    def drop_camera(self, camera: str) -> None:
+        self._cameras.pop(camera, None)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self._cameras)
+
+    def __call__(self, camera: str, t: float, attrs: ObjectAttributes) -> SceneGraph:
+        cfg = self.config
+        pairs = self._cameras.setdefault(camera, {})
+        rows = [i for i in range(len(attrs)) if int(attrs.track_id[i]) != -1]
+        ids = attrs.track_id[rows].astype(np.int64)
+        labels = tuple(attrs.name_of(i) for i in rows)
+        xyxy = attrs.xyxy[rows].astype(np.float64)
+        h_px = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1e-6)
+        ground = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1)
+        v_px = attrs.velocity[rows].astype(np.float64) * h_px[:, None]  # pixels per second
+        flow_px = attrs.flow_speed[rows].astype(np.float64) * h_px
+        iou = box_iou(xyxy, xyxy)
+        rideable = set(cfg.rideable)
+        cos_same = math.cos(math.radians(cfg.direction_deg))
+
+        rel: list[tuple[int, int, str, float]] = []
+
+        def emit(a: int, b: int, predicate: str, conf: float, symmetric: bool) -> None:
+            if conf >= cfg.min_confidence and conf > 0:
+                rel.append((int(ids[a]), int(ids[b]), predicate, conf))
+                if symmetric:
+                    rel.append((int(ids[b]), int(ids[a]), predicate, conf))
+
+        for a in range(len(rows)):
+            for b in range(a + 1, len(rows)):
+                hb = (h_px[a] + h_px[b]) / 2
+                d = float(np.linalg.norm(ground[a] - ground[b]) / hb)
+                emit(a, b, "near", grade(d, cfg.near, 0.5 * cfg.near), True)
+                emit(
+                    a,
+                    b,
+                    "overlapping",
+                    grade(float(iou[a, b]), cfg.overlap_iou, min(1.0, 3 * cfg.overlap_iou)),
+                    True,
+                )
+                va, vb = v_px[a] / hb, v_px[b] / hb
+                sa, sb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+                if d < cfg.group_within and min(sa, sb) >= cfg.moving_speed:
+                    cos = float(va @ vb / (sa * sb))
+                    emit(a, b, "same_direction", grade(cos, cos_same, 0.5 * (1 + cos_same)), True)
+                if d < cfg.approach_within:
+                    key = (min(int(ids[a]), int(ids[b])), max(int(ids[a]), int(ids[b])))
+                    rate = self._distance_rate(pairs, key, t, d)
+                    emit(a, b, "approaching", grade(-rate, cfg.approach_rate, 2 * cfg.approach_rate), True)
+                    emit(a, b, "moving_away", grade(rate, cfg.approach_rate, 2 * cfg.approach_rate), True)
+                for p, v in ((a, b), (b, a)):
+                    if labels[p] == "person" and labels[v] in rideable:
+                        self._ride(p, v, xyxy, v_px, flow_px, h_px, emit)
+        self._expire(pairs, t)
+        return SceneGraph(
+            node_ids=ids,
+            node_labels=labels,
+            subject=np.array([r[0] for r in rel], np.int64),
+            object=np.array([r[1] for r in rel], np.int64),
+            predicate=tuple(r[2] for r in rel),
+            confidence=np.array([r[3] for r in rel], np.float32),
+        )
+
+    def _ride(
+        self,
+        p: int,
+        v: int,
+        xyxy: np.ndarray,
+        v_px: np.ndarray,
+        flow_px: np.ndarray,
+        h_px: np.ndarray,
+        emit: Emit,
+    ) -> None:
+        cfg = self.config
+        on = on_top(xyxy[p], xyxy[v])
+        emit(p, v, "on", on, False)
+        if on < cfg.min_confidence:
+            return
+        h = h_px[p]  # the person's height is the unit: the vehicle box height varies with its pose
+        if np.isfinite(v_px[p]).all() and np.isfinite(v_px[v]).all():
+            together = grade(float(np.linalg.norm(v_px[p] - v_px[v]) / h), cfg.ride_speed_tol, 0.0)
+            speed = float(min(np.linalg.norm(v_px[p]), np.linalg.norm(v_px[v])) / h)
+        else:  # a track too young for a velocity: compare the flow speeds inside the boxes instead
+            fs_p, fs_v = flow_px[p], flow_px[v]
+            together = grade(abs(fs_p - fs_v) / h, cfg.ride_speed_tol, 0.0)
+            speed = min(fs_p, fs_v) / h
+        moving = grade(speed, cfg.ride_min_speed, 2 * cfg.ride_min_speed)
+        emit(p, v, "riding", min(on, together, moving), False)
+
+    def _distance_rate(
+        self, pairs: dict[tuple[int, int], _PairHistory], key: tuple[int, int], t: float, d: float
+    ) -> float:
+        """Slope (box-heights/s) of the pair's distance over the last `history_frames` samples."""
+        hist = pairs.setdefault(key, _PairHistory())
+        if hist.t and t <= hist.t[-1]:
+            hist.t.clear()
+            hist.d.clear()
+        hist.t.append(t)
+        hist.d.append(d)
+        keep = self.config.history_frames
+        del hist.t[:-keep], hist.d[:-keep]
+        if len(hist.t) < 2:
+            return float("nan")
+        tt, dd = np.asarray(hist.t), np.asarray(hist.d)
+        tc = tt - tt.mean()
+        return float(tc @ (dd - dd.mean()) / (tc @ tc))
+
+    def _expire(self, pairs: dict[tuple[int, int], _PairHistory], now: float) -> None:
+        stale = [k for k, h in pairs.items() if not 0 <= now - h.t[-1] <= self.expiry_s]
+        for k in stale:
+            del pairs[k]
+
+
+class SceneGraphStage(Stage):
+    """Relations between the objects of a frame, from their attributes."""
+
+    name = "scene_graph"
+    needs = ("attributes",)
+    provides = ("scene_graph",)
+
+    def __init__(self, config: SceneGraphConfig | None = None) -> None:
+        self.builder = RelationBuilder(config)
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        self.builder.add_camera(event.camera)
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self.builder.drop_camera(event.camera)
+
+    def process(self, packet: FramePacket) -> None:
+        assert packet.attributes is not None  # guaranteed by `needs`
+        packet.scene_graph = self.builder(packet.frame.camera, packet.frame.pts, packet.attributes)
