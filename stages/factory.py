@@ -1,0 +1,51 @@
+"""The one place that turns config into the stage list.
+
+decode → detect → pose → appearance → flow → attributes → scene_graph, then, when normality models
+are given, score → explain → events. The order here is only a preference: the graph builder orders
+stages by what they need and provide.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import VigilConfig
+from pipeline.stage import Stage
+from stages.normality import NormalityModel
+
+
+def perception_stages(config: VigilConfig) -> list[Stage]:
+    """Everything up to the scene graph; what `vigil fit` runs over normal footage."""
+    from stages.appearance import AppearanceStage
+    from stages.attributes import AttributesStage
+    from stages.detect import DetectStage
+    from stages.flow import FlowStage
+    from stages.pose import PoseStage
+    from stages.scene_graph import SceneGraphStage
+
+    stages: list[Stage] = [DetectStage.from_config(config.detector)]
+    if config.pose.enabled:
+        stages.append(PoseStage.from_config(config.pose))
+    if config.appearance.enabled:
+        stages.append(AppearanceStage.from_config(config.appearance))
+    stages += [
+        FlowStage(config.flow),
+        AttributesStage(config.attributes),
+        SceneGraphStage(config.scene_graph),
+    ]
+    return stages
+
+
+def build_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
+    """The whole graph; perception only when there is no normality model for any camera."""
+    stages = perception_stages(config)
+    if not models:
+        return stages
+    from stages.events import EventStage
+    from stages.explain import ExplainStage
+    from stages.score import ScoreStage
+
+    return [
+        *stages,
+        ScoreStage(models, config.scoring),
+        ExplainStage(models, config.scoring),
+        EventStage(config.events),
+    ]
