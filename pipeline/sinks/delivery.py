@@ -1,0 +1,227 @@
+"""Drains the SQLite outbox into one network sink (MQTT, webhook), so a sink that is down delays events
+and never loses them.
+
+One worker thread per sink takes that sink's pending rows in insertion order and hands them to its
+`Transport` one at a time; a row is marked delivered only after the target acknowledged it (MQTT
+PUBACK, HTTP 2xx), and the next row is not sent before that, so events arrive in order. A failure is
+recorded on the row (attempts, last error), counted, and the same row is retried after a capped
+exponential backoff. Rows left pending when Vigil stops stay in the SQLite file and go out on the
+next start.
+
+Wiring (the CLI): name the enabled network sinks in the store so `write` queues rows for them, start
+one worker per transport on a stop event of their own, and stop them *after* the runner has drained
+and before the store is closed::
+
+    store = SqliteEventStore(path, outbox_sinks=outbox_sink_names(config.sinks))
+    workers = [DeliveryWorker(store, t, metrics, s) for t, s in build_transports(config.sinks, cameras)]
+    for w in workers: w.start(delivery_stop)
+    ...  # run the pipeline
+    delivery_stop.set(); for w in workers: w.join(10.0)
+    store.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pipeline.config import DeliveryConfig, SinksConfig
+from pipeline.errors import VigilError
+from pipeline.logs import fields
+from pipeline.metrics import Metrics
+from pipeline.sinks.sqlite import OutboxItem, SqliteEventStore
+
+log = logging.getLogger("vigil.delivery")
+
+
+class DeliveryError(VigilError):
+    """One event could not be delivered now (target down, refused, timed out); the worker retries it.
+
+    Messages must not contain secrets or URLs with credentials: they are logged and stored in the outbox.
+    """
+
+
+class Transport(ABC):
+    """Sends one event to one network target and returns only once the target acknowledged it."""
+
+    name: str
+
+    @abstractmethod
+    def deliver(self, item: OutboxItem) -> None:
+        """Deliver `item.event`; raise `DeliveryError` when it was not acknowledged."""
+
+    def idle(self, stop: threading.Event, seconds: float) -> None:
+        """Wait up to `seconds` (or until `stop`) with nothing to send; connections may do keepalive here."""
+        stop.wait(seconds)
+
+    def close(self) -> None:
+        """Release connections (called once, from the worker thread, when it stops)."""
+
+
+class Backoff:
+    """Capped exponential backoff: initial, 2x initial, ... up to `max_s`; reset after a success."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        if initial_s <= 0 or max_s < initial_s:
+            raise ValueError(f"backoff: need 0 < initial ({initial_s}) <= max ({max_s})")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return min(self.max_s, self.initial_s * 2 ** min(self.failures - 1, 30))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class OutboxDepth:
+    """Counts a sink's pending outbox rows on a read-only connection of its own (WAL lets it read
+    while the pipeline writes), for the `vigil_outbox_depth` gauge."""
+
+    def __init__(self, path: Path, sink: str) -> None:
+        self.path = path
+        self.sink = sink
+        self._db: sqlite3.Connection | None = None
+
+    def count(self) -> int:
+        if self._db is None:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE sink = ? AND status = 'pending'", (self.sink,)
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class DeliveryWorker:
+    """Drains one sink's outbox rows in order on its own thread until the stop event is set."""
+
+    def __init__(
+        self, store: SqliteEventStore, transport: Transport, metrics: Metrics, settings: DeliveryConfig
+    ) -> None:
+        if transport.name not in store.outbox_sinks:
+            raise VigilError(
+                f"delivery: the event store queues no outbox rows for sink {transport.name!r}"
+                f" (outbox_sinks={list(store.outbox_sinks)})"
+            )
+        self.store = store
+        self.transport = transport
+        self.metrics = metrics
+        self.settings = settings
+        self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self._depth = OutboxDepth(store.path, transport.name)
+        self._thread: threading.Thread | None = None
+        sink = transport.name
+        self._delivered = metrics.deliveries.labels(sink)
+        self._failed = metrics.delivery_failures.labels(sink)
+        self._latency = metrics.delivery_latency.labels(sink)
+        self._errors = metrics.sink_errors.labels(sink)
+        self._depth_gauge = metrics.outbox_depth.labels(sink)
+
+    @property
+    def name(self) -> str:
+        return self.transport.name
+
+    def start(self, stop: threading.Event) -> None:
+        self._thread = threading.Thread(
+            target=self.run, args=(stop,), name=f"deliver-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end after the stop event; True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("delivery started", extra=fields(sink=self.name))
+        try:
+            while not stop.is_set():
+                try:
+                    outcome = self.drain(stop)
+                except Exception as exc:  # a bug or a broken store: keep the thread, say so loudly
+                    self._errors.inc()
+                    log.error("delivery loop failed", exc_info=True, extra=fields(sink=self.name, error=exc))
+                    outcome = "failed"
+                if outcome == "failed":
+                    self.transport.idle(stop, self.backoff.next_delay())
+                elif outcome == "empty":
+                    self.transport.idle(stop, self.settings.poll_s)
+        finally:
+            self.transport.close()
+            self._depth.close()
+            log.info("delivery stopped", extra=fields(sink=self.name))
+
+    def drain(self, stop: threading.Event) -> str:
+        """Deliver pending rows in order until none are left ("empty"), one fails ("failed") or `stop`."""
+        self._depth_gauge.set(self._depth.count())
+        while not stop.is_set():
+            items = self.store.pending(self.name, limit=self.settings.batch)
+            if not items:
+                return "empty"
+            for item in items:
+                if stop.is_set():
+                    return "stopped"
+                if not self._deliver_one(item):
+                    return "failed"
+        return "stopped"
+
+    def _deliver_one(self, item: OutboxItem) -> bool:
+        started = time.monotonic()
+        try:
+            self.transport.deliver(item)
+        except DeliveryError as exc:
+            self._failed.inc()
+            self.store.mark_failed(item.id, str(exc))
+            log.warning(
+                "delivery failed, will retry",
+                extra=fields(sink=self.name, outbox_id=item.id, attempts=item.attempts + 1, error=exc),
+            )
+            return False
+        self._latency.observe(time.monotonic() - started)
+        self.store.mark_delivered([item.id])
+        self._delivered.inc()
+        self._depth_gauge.dec()
+        if self.backoff.failures:
+            log.info("delivery recovered", extra=fields(sink=self.name, retries=self.backoff.failures))
+            self.backoff.reset()
+        return True
+
+
+def outbox_sink_names(sinks: SinksConfig) -> list[str]:
+    """The enabled network sinks, i.e. the `outbox_sinks` the SQLite store must queue rows for."""
+    names = []
+    if sinks.mqtt.enabled:
+        names.append("mqtt")
+    if sinks.webhook.enabled:
+        names.append("webhook")
+    return names
+
+
+def build_transports(
+    sinks: SinksConfig, cameras: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[tuple[Transport, DeliveryConfig]]:
+    """The enabled network sinks' transports with their delivery settings (secrets read from `env`)."""
+    out: list[tuple[Transport, DeliveryConfig]] = []
+    if sinks.mqtt.enabled:
+        from pipeline.sinks.mqtt import MqttTransport
+
+        out.append((MqttTransport(sinks.mqtt, cameras, env=env), sinks.mqtt))
+    if sinks.webhook.enabled:
+        from pipeline.sinks.webhook import WebhookTransport
+
+        out.append((WebhookTransport(sinks.webhook, env=env), sinks.webhook))
+    return out
