@@ -1,0 +1,107 @@
+"""Appearance embeddings of tracked boxes: pooled backbone features of a COCO-trained YOLO.
+
+The box crops (padded squares, resized to `crop_size`) run through the backbone layers of the
+PyTorch YOLO model only (no neck, no head) in one batched call per frame; the chosen layer's output
+is global-average-pooled and L2-normalised. A COCO backbone separates "person-like" from
+"bicycle/cart-like" appearance well, which is what the normality model needs from this attribute;
+it is not a re-identification model.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.config import AppearanceConfig
+from pipeline.errors import ModelError, PacketError
+from pipeline.packets import Embeddings, FramePacket
+from pipeline.stage import Stage
+from stages.detect import check_image
+from stages.yolo_loading import LoadedModel, load_yolo
+
+
+class AppearanceEncoder:
+    """Box crops of one image -> (N, D) L2-normalised float32 embeddings."""
+
+    def __init__(
+        self, loaded: LoadedModel, crop_size: int = 64, layer: int = 10, pad: float = 0.1, batch: int = 32
+    ) -> None:
+        if not loaded.is_torch:
+            raise ModelError(f"{loaded.path}: appearance needs a PyTorch .pt model to read backbone features")
+        if crop_size % 32:
+            raise ModelError(
+                f"appearance crop_size {crop_size} must be a multiple of 32 (the model's stride)"
+            )
+        net = loaded.model.model
+        layers = list(net.model)  # type: ignore[union-attr]
+        if layer >= len(layers) or any(m.f != -1 for m in layers[1 : layer + 1]):
+            raise ModelError(f"{loaded.path}: layers 0..{layer} are not a plain backbone chain")
+        self.device = torch.device(loaded.device)
+        self.layers = torch.nn.Sequential(*layers[: layer + 1]).to(self.device).eval().float()
+        self.crop_size = crop_size
+        self.pad = pad
+        self.batch = batch
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, crop_size, crop_size, device=self.device)
+            self.dim = int(self.layers(probe).shape[1])
+
+    @classmethod
+    def from_config(cls, cfg: AppearanceConfig) -> AppearanceEncoder:
+        loaded = load_yolo(cfg.model, ("detect", "pose", "segment"), cfg.device)
+        return cls(loaded, cfg.crop_size, cfg.layer, batch=cfg.batch)
+
+    def _crops(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        off = max(height, width)
+        padded = cv2.copyMakeBorder(image, off, off, off, off, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+        out = np.empty((len(boxes), self.crop_size, self.crop_size, 3), np.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            side = max(2, int(np.ceil(max(x2 - x1, y2 - y1) * (1 + 2 * self.pad))))
+            x0 = round((x1 + x2) / 2 - side / 2) + off
+            y0 = round((y1 + y2) / 2 - side / 2) + off
+            out[k] = cv2.resize(padded[y0 : y0 + side, x0 : x0 + side], (self.crop_size, self.crop_size))
+        return out
+
+    def encode(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        check_image("AppearanceEncoder.encode", image)
+        if not isinstance(boxes, np.ndarray) or boxes.ndim != 2 or boxes.shape[1] != 4:
+            got = boxes.shape if isinstance(boxes, np.ndarray) else type(boxes).__name__
+            raise PacketError(f"AppearanceEncoder.encode: expected boxes of shape (N, 4), got {got}")
+        if len(boxes) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        crops = self._crops(image, boxes)
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch):
+                x = torch.from_numpy(crops[start : start + self.batch][..., ::-1].copy()).to(self.device)
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)
+                f = self.layers(x).mean(dim=(2, 3))
+                parts.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
+        return np.concatenate(parts).astype(np.float32)
+
+
+class AppearanceStage(Stage):
+    """An embedding per tracked box (all classes)."""
+
+    name = "appearance"
+    needs = ("frame", "detections")
+    provides = ("appearance",)
+
+    def __init__(self, encoder: AppearanceEncoder) -> None:
+        self.encoder = encoder
+
+    @classmethod
+    def from_config(cls, cfg: AppearanceConfig) -> AppearanceStage:
+        return cls(AppearanceEncoder.from_config(cfg))
+
+    def process(self, packet: FramePacket) -> None:
+        dets = packet.detections
+        if dets is None:
+            raise PacketError("AppearanceStage: packet has no detections (is the detect stage in the graph?)")
+        rows = np.flatnonzero(dets.track_id >= 0)
+        packet.appearance = Embeddings(
+            detection_index=rows.astype(np.int64),
+            track_id=dets.track_id[rows].astype(np.int64),
+            vectors=self.encoder.encode(packet.frame.image, dets.xyxy[rows]),
+        )

@@ -1,0 +1,224 @@
+"""Keypoints of tracked people, top-down on upscaled crops (Ped2 people are 20-40 px tall).
+
+Each person box is padded, cut out as a square, resized to `crop_size` and all crops of a frame go
+through the pose model in one batched call. People taller than `full_frame_min_height` of the frame
+are large enough for one full-frame pass instead. Keypoints are mapped back to the frame and
+normalised to the person's box, (x - x1) / w, (y - y1) / h, so poses compare across sizes and places.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.config import PoseConfig
+from pipeline.errors import PacketError
+from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
+from pipeline.stage import Stage
+from stages.detect import check_image
+from stages.yolo_loading import LoadedModel, load_yolo
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter + 1e-9)
+
+
+class PoseEstimator:
+    """Pose for given person boxes of one image; rows without a found pose are NaN with zero conf."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        crop_size: int = 160,
+        full_frame_min_height: float = 0.35,
+        pad: float = 0.25,
+        batch: int = 16,
+    ) -> None:
+        self.loaded = loaded
+        self.crop_size = crop_size
+        self.full_frame_min_height = full_frame_min_height
+        self.pad = pad
+        self.batch = batch if loaded.max_batch is None else min(batch, loaded.max_batch)
+
+    @classmethod
+    def from_config(cls, cfg: PoseConfig) -> PoseEstimator:
+        loaded = load_yolo(cfg.model, "pose", cfg.device, cfg.crop_size)
+        return cls(loaded, cfg.crop_size, cfg.full_frame_min_height, batch=cfg.batch)
+
+    def _square(self, box: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
+        """Padded square window (x0, y0, side) around a box; it may extend past the image."""
+        w, h = box[2] - box[0], box[3] - box[1]
+        side = int(np.ceil(max(w, h) * (1 + 2 * self.pad)))
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return round(cx - side / 2), round(cy - side / 2), max(side, 2)
+
+    def _run(self, images: list[np.ndarray], imgsz: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(boxes (M,4), keypoints (M,17,2), conf (M,17)) per image, in that image's pixels."""
+        out = []
+        for start in range(0, len(images), self.batch):
+            results = self.loaded.model.predict(
+                images[start : start + self.batch],
+                imgsz=imgsz,
+                conf=0.05,
+                device=self.loaded.device,
+                verbose=False,
+            )
+            for r in results:
+                kp = r.keypoints
+                if kp is None or len(r.boxes) == 0:
+                    out.append(
+                        (
+                            np.zeros((0, 4), np.float32),
+                            np.zeros((0, COCO_KEYPOINTS, 2), np.float32),
+                            np.zeros((0, COCO_KEYPOINTS), np.float32),
+                        )
+                    )
+                    continue
+                xy = kp.xy.cpu().numpy().astype(np.float32)
+                conf = (
+                    kp.conf.cpu().numpy().astype(np.float32)
+                    if kp.conf is not None
+                    else np.ones(xy.shape[:2], np.float32)
+                )
+                out.append((r.boxes.xyxy.cpu().numpy().astype(np.float32), xy, conf))
+        return out
+
+    def estimate(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (N, 17, 2) normalised to each box, and their confidences (N, 17)."""
+        check_image("PoseEstimator.estimate", image)
+        if not isinstance(boxes, np.ndarray) or boxes.ndim != 2 or boxes.shape[1] != 4:
+            got = boxes.shape if isinstance(boxes, np.ndarray) else type(boxes).__name__
+            raise PacketError(f"PoseEstimator.estimate: expected boxes of shape (N, 4), got {got}")
+        n = len(boxes)
+        kps = np.full((n, COCO_KEYPOINTS, 2), np.nan, np.float32)
+        confs = np.zeros((n, COCO_KEYPOINTS), np.float32)
+        if n == 0:
+            return kps, confs
+        height, width = image.shape[:2]
+        boxes = boxes.astype(np.float32)
+        large = (boxes[:, 3] - boxes[:, 1]) > self.full_frame_min_height * height
+        pixel_kp: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        if large.any():
+            size = int(np.ceil(max(height, width) / 32) * 32)
+            (fb, fk, fc) = self._run([image], size)[0]
+            for i in np.flatnonzero(large):
+                if len(fb):
+                    j = int(np.argmax(_iou(boxes[i], fb)))
+                    if _iou(boxes[i], fb[j : j + 1])[0] > 0.3:
+                        pixel_kp[i] = (fk[j], fc[j])
+
+        small = np.flatnonzero(~large)
+        if len(small):
+            padded = cv2.copyMakeBorder(
+                image, *([max(height, width)] * 4), cv2.BORDER_CONSTANT, value=(114,) * 3
+            )
+            off = max(height, width)
+            crops, windows = [], []
+            for i in small:
+                x0, y0, side = self._square(boxes[i], width, height)
+                patch = padded[y0 + off : y0 + off + side, x0 + off : x0 + off + side]
+                crops.append(
+                    cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
+                )
+                windows.append((x0, y0, side / self.crop_size))
+            for i, (x0, y0, s), (cb, ck, cc) in zip(
+                small, windows, self._run(crops, self.crop_size), strict=True
+            ):
+                if not len(cb):
+                    continue
+                target = (boxes[i] - np.array([x0, y0, x0, y0], np.float32)) / s
+                overlap = _iou(target, cb)
+                j = int(np.argmax(overlap))
+                if overlap[j] > 0.3:
+                    pixel_kp[i] = (ck[j] * s + np.array([x0, y0], np.float32), cc[j])
+
+        for i, (xy, c) in pixel_kp.items():
+            x1, y1, x2, y2 = boxes[i]
+            wh = np.array([max(x2 - x1, 1e-3), max(y2 - y1, 1e-3)], np.float32)
+            kps[i] = (xy - np.array([x1, y1], np.float32)) / wh
+            confs[i] = c
+        return kps, confs
+
+
+@dataclass(slots=True)
+class _CachedPose:
+    frame_index: int
+    keypoints: np.ndarray
+    conf: np.ndarray
+
+
+class PoseStage(Stage):
+    """Poses of tracked persons; a track's pose is re-estimated every `every_k_frames` frames."""
+
+    name = "pose"
+    needs = ("frame", "detections")
+    provides = ("poses",)
+
+    def __init__(
+        self, estimator: PoseEstimator, every_k_frames: int = 1, person_class: str = "person"
+    ) -> None:
+        self.estimator = estimator
+        self.every_k_frames = every_k_frames
+        self.person_class = person_class
+        self._cache: dict[str, dict[int, _CachedPose]] = {}
+
+    @classmethod
+    def from_config(cls, cfg: PoseConfig) -> PoseStage:
+        return cls(PoseEstimator.from_config(cfg), cfg.every_k_frames)
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        self._cache[event.camera] = {}
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self._cache.pop(event.camera, None)
+
+    def _persons(self, dets: Detections) -> np.ndarray:
+        if self.person_class not in dets.class_names:
+            return np.zeros(0, np.int64)
+        pid = dets.class_names.index(self.person_class)
+        return np.flatnonzero((dets.class_id == pid) & (dets.track_id >= 0))
+
+    def process(self, packet: FramePacket) -> None:
+        frame, dets = packet.frame, packet.detections
+        if dets is None:
+            raise PacketError("PoseStage: packet has no detections (is the detect stage in the graph?)")
+        cache = self._cache.setdefault(frame.camera, {})
+        rows = self._persons(dets)
+        due = [
+            i
+            for i in rows
+            if (c := cache.get(int(dets.track_id[i]))) is None
+            or frame.index - c.frame_index >= self.every_k_frames
+            or frame.index < c.frame_index
+        ]
+        if due:
+            kps, confs = self.estimator.estimate(frame.image, dets.xyxy[due])
+            for i, kp, cf in zip(due, kps, confs, strict=True):
+                if np.isfinite(kp).all():
+                    cache[int(dets.track_id[i])] = _CachedPose(frame.index, kp, cf)
+                else:  # no pose found now: do not keep showing an old one
+                    cache.pop(int(dets.track_id[i]), None)
+        live = {int(t) for t in dets.track_id[rows]}
+        for tid in [
+            t
+            for t in cache
+            if t not in live and frame.index - cache[t].frame_index > 10 * self.every_k_frames
+        ]:
+            del cache[tid]
+        have = [i for i in rows if int(dets.track_id[i]) in cache]
+        if not have:
+            packet.poses = Poses.empty()
+            return
+        packet.poses = Poses(
+            detection_index=np.asarray(have, np.int64),
+            track_id=dets.track_id[have].astype(np.int64),
+            keypoints=np.stack([cache[int(dets.track_id[i])].keypoints for i in have]).astype(np.float32),
+            keypoint_conf=np.stack([cache[int(dets.track_id[i])].conf for i in have]).astype(np.float32),
+        )

@@ -1,0 +1,111 @@
+"""Top-down pose on upscaled Ped2 person crops with the real yolo11n-pose weights."""
+
+from __future__ import annotations
+
+import time
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import PED2, POSE
+
+from pipeline.config import PoseConfig
+from pipeline.errors import PacketError
+from pipeline.packets import Detections, Frame, FramePacket, SourceEvent
+from stages.pose import PoseEstimator, PoseStage
+
+# Test004 frame 170, hand-checked people (tests/data/ped2_hand_checked.json), 29-37 px tall
+PEOPLE = [[250, 187, 268, 224], [145, 129, 160, 162], [23, 109, 42, 138], [108, 111, 125, 142]]
+HEAD, ANKLES = slice(0, 7), slice(15, 17)  # nose, eyes, ears, shoulders (back views hide the face)
+
+
+def frame170() -> np.ndarray:
+    with av.open(str(PED2 / "test" / "Test004.mp4")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == 170:
+                return f.to_ndarray(format="bgr24")
+    raise AssertionError("Test004 has fewer than 171 frames")
+
+
+@pytest.fixture(scope="module")
+def estimator() -> PoseEstimator:
+    return PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return frame170()
+
+
+def plausible(kp: np.ndarray, conf: np.ndarray) -> None:
+    sure = conf > 0.3
+    assert sure.sum() >= 8, conf
+    assert ((kp[sure] > -0.15) & (kp[sure] < 1.15)).all(), kp[sure]  # inside the box (small margin)
+    head = kp[HEAD, 1][sure[HEAD]].mean()
+    ankles = kp[ANKLES, 1][sure[ANKLES]].mean()
+    assert head < 0.35 and ankles > 0.7, (head, ankles)
+
+
+def test_crops_give_plausible_poses(estimator: PoseEstimator, image: np.ndarray) -> None:
+    """All four found in one batched call; measured: all keypoints with conf > 0.3 inside the box."""
+    kp, conf = estimator.estimate(image, np.array(PEOPLE, np.float32))
+    assert kp.shape == (4, 17, 2) and conf.shape == (4, 17)
+    for k, c in zip(kp, conf, strict=True):
+        plausible(k, c)
+
+
+def test_large_person_uses_full_frame(estimator: PoseEstimator, image: np.ndarray) -> None:
+    """A person filling > full_frame_min_height of the picture goes through the full-frame path."""
+    x1, y1, x2, y2 = PEOPLE[0]
+    window = image[y1 - 20 : y2 + 20, x1 - 30 : x2 + 30]
+    big = cv2.resize(window, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    box = np.array([[30 * 4, 20 * 4, (x2 - x1 + 30) * 4, (y2 - y1 + 20) * 4]], np.float32)
+    assert (box[0, 3] - box[0, 1]) / big.shape[0] > estimator.full_frame_min_height
+    kp, conf = estimator.estimate(big, box)
+    plausible(kp[0], conf[0])
+
+
+def test_empty_and_wrong_input(estimator: PoseEstimator, image: np.ndarray) -> None:
+    kp, conf = estimator.estimate(image, np.zeros((0, 4), np.float32))
+    assert kp.shape == (0, 17, 2) and conf.shape == (0, 17)
+    with pytest.raises(PacketError, match=r"expected boxes of shape \(N, 4\)"):
+        estimator.estimate(image, np.zeros((3, 5), np.float32))
+    with pytest.raises(PacketError, match="uint8 image"):
+        estimator.estimate(image[..., 0], np.zeros((0, 4), np.float32))
+
+
+def _packet(index: int, image: np.ndarray, dets: Detections) -> FramePacket:
+    return FramePacket(Frame("cam", index, index / 10, image, time.time()), detections=dets)
+
+
+@pytest.mark.parametrize("every_k", [1, 3])
+def test_stage_tracked_persons_only_and_reuse(
+    estimator: PoseEstimator, image: np.ndarray, every_k: int
+) -> None:
+    names = ("person", "bicycle")
+    dets = Detections(
+        xyxy=np.array([*PEOPLE[:2], [228, 149, 263, 167], PEOPLE[2]], np.float32),
+        class_id=np.array([0, 0, 1, 0], np.int32),
+        confidence=np.full(4, 0.8, np.float32),
+        track_id=np.array([5, 6, 7, -1], np.int64),
+        class_names=names,
+    )
+    stage = PoseStage(estimator, every_k_frames=every_k)
+    stage.on_source_added(SourceEvent("cam", "added"))
+    first = _packet(0, image, dets)
+    stage.process(first)
+    assert first.poses is not None
+    assert first.poses.track_id.tolist() == [5, 6] and first.poses.detection_index.tolist() == [0, 1]
+    # next frame: the same people shifted 2 px; with k=3 the pose is reused, with k=1 re-estimated
+    moved = Detections(dets.xyxy + 2, dets.class_id, dets.confidence, dets.track_id, names)
+    second = _packet(1, np.roll(image, (2, 2), axis=(0, 1)), moved)
+    stage.process(second)
+    assert second.poses is not None and second.poses.track_id.tolist() == [5, 6]
+    same = np.array_equal(first.poses.keypoints, second.poses.keypoints)
+    assert same == (every_k > 1)
+    black = _packet(2, np.zeros_like(image), Detections.empty(names))
+    stage.process(black)
+    assert black.poses is not None and len(black.poses) == 0
+    stage.on_source_eos(SourceEvent("cam", "eos"))
+    assert "cam" not in stage._cache
