@@ -39,7 +39,7 @@ class SourceConfig(Section):
     open_timeout_s: float = Field(5.0, gt=0, le=120)
     stall_timeout_s: float = Field(5.0, gt=0, le=600, description="no frame this long: reconnect")
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
-    backoff_max_s: float = Field(10.0, gt=0, le=600)
+    backoff_max_s: float = Field(4.0, gt=0, le=600, description="reconnect tries at most this far apart")
 
 
 class HttpConfig(Section):
