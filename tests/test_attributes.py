@@ -1,0 +1,242 @@
+"""AttributesStage: scale-free kinematics from tracks, flow inside boxes, blobs, pose/appearance rows."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.config import AttributesConfig
+from pipeline.errors import PacketError
+from pipeline.packets import COCO_KEYPOINTS, Detections, Embeddings, FlowField, Frame, ObjectAttributes, Poses
+from stages.attributes import POSE_DIM, AttributeExtractor, magnitude_edges, motion_histogram
+from stages.blobs import BlobIds, find_blobs
+from stages.track_history import TrackHistory
+
+NAMES = ("person", "bicycle")
+
+
+def frame(index: int, pts: float, size: tuple[int, int] = (240, 360), camera: str = "cam") -> Frame:
+    return Frame(camera, index, pts, np.zeros((*size, 3), np.uint8), time.time())
+
+
+def dets(boxes: list[list[float]], ids: list[int], cls: list[int] | None = None) -> Detections:
+    n = len(boxes)
+    return Detections(
+        xyxy=np.array(boxes, np.float32).reshape(n, 4),
+        class_id=np.array(cls if cls is not None else [0] * n, np.int32),
+        confidence=np.full(n, 0.9, np.float32),
+        track_id=np.array(ids, np.int64),
+        class_names=NAMES,
+    )
+
+
+def no_flow(size: tuple[int, int] = (240, 360), valid: bool = True, dt: float = 0.1) -> FlowField:
+    return FlowField(np.zeros((*size, 2), np.float32), dt=dt, scale=1.0, valid=valid)
+
+
+def run_box(
+    extractor: AttributeExtractor,
+    boxes: list[list[float]],
+    times: list[float],
+    size: tuple[int, int] = (240, 360),
+) -> ObjectAttributes:
+    out = None
+    for i, (box, t) in enumerate(zip(boxes, times, strict=True)):
+        out = extractor(frame(i, t, size), dets([box], [7]), no_flow(size))
+    assert out is not None
+    return out
+
+
+def moving_box(
+    t: float, scale: float = 1.0, vx: float = 30.0, h: float = 40.0, grow: float = 0.0
+) -> list[float]:
+    """A box whose bottom centre moves at `vx` px/s; `grow` multiplies its height by exp(grow * t)."""
+    hh = h * np.exp(grow * t)
+    x, y = 50 + vx * t, 200.0
+    return [scale * (x - hh / 4), scale * (y - hh), scale * (x + hh / 4), scale * y]
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("scale", [0.5, 1.0, 2.0])
+def test_velocity_is_invariant_to_stride_and_image_scale(stride: int, scale: float) -> None:
+    times = [i / 10 for i in range(0, 30, stride)]
+    size = (round(240 * scale), round(360 * scale))
+    a = run_box(AttributeExtractor(), [moving_box(t, scale) for t in times], times, size)
+    # 30 px/s over a 40 px box = 0.75 box-heights per second, to the right
+    assert a.velocity[0] == pytest.approx([0.75, 0.0], abs=0.01)
+    assert a.speed[0] == pytest.approx(0.75, abs=0.01)
+    assert a.direction[0] == pytest.approx(0.0, abs=0.01)
+    assert a.height[0] == pytest.approx(40 * scale / size[0], rel=1e-3)
+    assert a.ground[0] == pytest.approx(
+        [(50 + 30 * times[-1]) * scale / size[1], 200 * scale / size[0]], rel=1e-3
+    )
+
+
+@pytest.mark.parametrize(("grow", "sign"), [(0.5, 1), (-0.5, -1), (0.0, 0)])
+def test_scale_rate_sign(grow: float, sign: int) -> None:
+    times = [i / 10 for i in range(8)]
+    a = run_box(AttributeExtractor(), [moving_box(t, vx=0.0, grow=grow) for t in times], times)
+    assert a.scale_rate[0] == pytest.approx(grow, abs=0.02)
+    assert np.sign(round(float(a.scale_rate[0]), 3)) == sign
+
+
+@pytest.mark.parametrize(
+    ("vx", "min_dwell", "max_dwell"), [(0.0, 2.8, 3.0), (2.0, 2.8, 3.0), (60.0, 0.0, 0.75)]
+)
+def test_dwell_grows_for_a_standing_object(vx: float, min_dwell: float, max_dwell: float) -> None:
+    times = [i / 10 for i in range(30)]
+    a = run_box(AttributeExtractor(), [moving_box(t, vx=vx) for t in times], times)
+    assert min_dwell <= a.dwell[0] <= max_dwell
+    assert a.age[0] == 30
+
+
+def test_first_sighting_has_no_kinematics_and_untracked_has_no_history() -> None:
+    ex = AttributeExtractor()
+    a = ex(frame(0, 0.0), dets([[10, 10, 20, 50], [100, 10, 110, 50]], [3, -1]), no_flow(valid=False))
+    assert np.isnan(a.velocity).all() and np.isnan(a.speed).all() and np.isnan(a.scale_rate).all()
+    assert np.isnan(a.flow_speed).all() and np.isnan(a.motion_hist).all()  # invalid flow: unknown
+    b = ex(frame(1, 0.1), dets([[12, 10, 22, 50], [102, 10, 112, 50]], [3, -1]), no_flow())
+    assert np.isfinite(b.velocity[0]).all() and np.isnan(b.velocity[1]).all()
+    assert b.age.tolist() == [2, 1]
+
+
+def test_tracks_expire() -> None:
+    hist = TrackHistory(velocity_window=3, expiry_s=1.0)
+    hist.update(1, 0.0, (0.0, 0.0), 10.0)
+    hist.update(2, 1.5, (0.0, 0.0), 10.0)
+    hist.expire(1.5)
+    assert 1 not in hist and 2 in hist and len(hist) == 1
+
+
+def test_flow_speed_and_motion_histogram_from_uniform_flow() -> None:
+    flow = np.zeros((240, 360, 2), np.float32)
+    flow[100:140, 100:120] = (4.0, 0.0)  # 4 px per dt=0.1 s to the right, over the whole box
+    ex = AttributeExtractor(AttributesConfig(blob_box_margin=0.5))
+    a = ex(frame(0, 0.0), dets([[100, 100, 120, 140]], [1]), FlowField(flow, dt=0.1, scale=1.0))
+    assert a.flow_speed[0] == pytest.approx(1.0)  # 40 px/s over 40 px
+    hist = a.motion_hist[0].reshape(4, 8)
+    assert hist.sum() == pytest.approx(1.0)
+    assert hist[2, 0] == pytest.approx(1.0)  # magnitude bin [1, 4) box-heights/s, orientation 0 (right)
+    assert not a.is_blob.any()
+
+
+@pytest.mark.parametrize(
+    ("vector", "ori_bin"), [((1.0, 0.0), 0), ((0.0, 1.0), 2), ((-1.0, 0.0), 4), ((0.0, -1.0), 6)]
+)
+def test_motion_histogram_orientation(vector: tuple[float, float], ori_bin: int) -> None:
+    vectors = np.tile(np.array(vector, np.float32) * 10, (5, 1))
+    hist = motion_histogram(vectors, box_height=20.0, dt=0.1, bins=(4, 8)).reshape(4, 8)
+    assert hist[:, ori_bin].sum() == pytest.approx(1.0)
+    assert magnitude_edges(4).tolist() == [0.0, 0.25, 1.0, 4.0, np.inf]
+
+
+def patch_flow(y: int, x: int, size: int = 30, mag: float = 3.0) -> FlowField:
+    flow = np.zeros((240, 360, 2), np.float32)
+    flow[y : y + size, x : x + size] = (0.0, mag)  # falling 3 px per frame
+    return FlowField(flow, dt=0.1, scale=1.0)
+
+
+def test_blob_for_a_moving_patch_with_no_box() -> None:
+    ex = AttributeExtractor()
+    a = ex(frame(0, 0.0), dets([[10, 10, 30, 60]], [1]), patch_flow(100, 200))
+    assert a.is_blob.tolist() == [False, True]
+    assert a.class_id[1] == -1 and a.track_id[1] <= -2 and a.name_of(1) == "moving region"
+    assert a.xyxy[1] == pytest.approx([200, 100, 230, 130], abs=1.5)
+    b = ex(frame(1, 0.1), dets([[10, 10, 30, 60]], [1]), patch_flow(103, 200))
+    assert b.track_id[1] == a.track_id[1]  # the same falling thing keeps its id
+    assert b.velocity[1][1] > 0  # and moves down
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[195, 95, 235, 135], [205, 105, 225, 125]],  # covering it, and inside it (margin covers the rest)
+)
+def test_no_blob_for_a_patch_explained_by_a_box(box: list[float]) -> None:
+    a = AttributeExtractor()(frame(0, 0.0), dets([box], [1]), patch_flow(100, 200))
+    assert not a.is_blob.any()
+
+
+@pytest.mark.parametrize(("size", "mag", "found"), [(30, 3.0, True), (5, 3.0, False), (30, 0.5, False)])
+def test_blob_thresholds(size: int, mag: float, found: bool) -> None:
+    boxes = find_blobs(patch_flow(100, 200, size, mag), (240, 360), np.zeros((0, 4), np.float32), fps=10.0)
+    assert (len(boxes) == 1) == found
+
+
+def test_blob_threshold_is_per_source_frame_under_a_stride() -> None:
+    # 3 px per dt = 0.2 s at 10 fps is 1.5 px per source frame, above the 1 px threshold; half of it is not
+    flow = patch_flow(100, 200, 30, 3.0)
+    strided = FlowField(flow.flow, dt=0.2, scale=1.0)
+    assert len(find_blobs(strided, (240, 360), np.zeros((0, 4), np.float32), fps=10.0)) == 1
+    slow = FlowField(flow.flow / 2, dt=0.2, scale=1.0)
+    assert len(find_blobs(slow, (240, 360), np.zeros((0, 4), np.float32), fps=10.0)) == 0
+
+
+def test_blob_ids_are_negative_and_stable() -> None:
+    ids = BlobIds()
+    first = ids.assign(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32))
+    second = ids.assign(np.array([[51, 51, 61, 61], [100, 100, 110, 110]], np.float32))
+    assert first.tolist() == [-2, -3] and second.tolist() == [-3, -4]
+
+
+def test_pose_and_appearance_rows() -> None:
+    cfg = AttributesConfig(appearance_dim=8)
+    kp = np.full((1, COCO_KEYPOINTS, 2), 0.5, np.float32)
+    poses = Poses(np.array([1]), np.array([5]), kp, np.ones((1, COCO_KEYPOINTS), np.float32))
+    vec = np.eye(8, dtype=np.float32)[:1]
+    emb = Embeddings(np.array([0]), np.array([4]), vec)
+    a = AttributeExtractor(cfg)(
+        frame(0, 0.0), dets([[0, 0, 10, 30], [50, 0, 60, 30]], [4, 5]), no_flow(), poses, emb
+    )
+    assert a.pose.shape == (2, POSE_DIM) and a.appearance.shape == (2, 8)
+    assert (
+        np.isnan(a.pose[0]).all()
+        and a.pose[1, :34] == pytest.approx(0.5)
+        and a.pose[1, 34:] == pytest.approx(1)
+    )
+    assert a.appearance[0] == pytest.approx(vec[0]) and np.isnan(a.appearance[1]).all()
+
+
+def test_without_pose_or_appearance_rows_are_nan_of_fixed_width() -> None:
+    a = AttributeExtractor()(frame(0, 0.0), dets([[0, 0, 10, 30]], [4]), no_flow())
+    assert a.pose.shape == (1, POSE_DIM) and a.appearance.shape == (1, AttributesConfig().appearance_dim)
+    assert np.isnan(a.pose).all() and np.isnan(a.appearance).all()
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_empty_frame(valid: bool) -> None:
+    a = AttributeExtractor()(frame(0, 0.0), Detections.empty(NAMES), no_flow(valid=valid))
+    assert len(a) == 0 and a.motion_hist.shape == (0, 32) and a.pose.shape == (0, POSE_DIM)
+
+
+def test_wrong_inputs_are_packet_errors() -> None:
+    ex = AttributeExtractor(AttributesConfig(appearance_dim=8))
+    with pytest.raises(PacketError, match=r"Detections\.xyxy"):
+        Detections(
+            np.zeros((1, 3), np.float32), np.zeros(1, np.int32), np.ones(1, np.float32), np.zeros(1, np.int64)
+        )
+    with pytest.raises(PacketError, match="flow grid"):
+        ex(frame(0, 0.0), dets([[0, 0, 10, 30]], [1]), no_flow(size=(480, 720)))
+    emb = Embeddings(np.array([0]), np.array([1]), np.ones((1, 16), np.float32))
+    with pytest.raises(PacketError, match="appearance_dim=8"):
+        ex(frame(0, 0.0), dets([[0, 0, 10, 30]], [1]), no_flow(), appearance=emb)
+    poses = Poses(
+        np.array([3]),
+        np.array([1]),
+        np.zeros((1, COCO_KEYPOINTS, 2), np.float32),
+        np.zeros((1, 17), np.float32),
+    )
+    with pytest.raises(PacketError, match="pose 0 refers to detection 3"):
+        ex(frame(0, 0.0), dets([[0, 0, 10, 30]], [1]), no_flow(), poses=poses)
+
+
+def test_camera_state_is_per_camera_and_freed() -> None:
+    ex = AttributeExtractor()
+    ex.add_camera("a")
+    for cam in ("a", "b"):
+        ex(frame(0, 0.0, camera=cam), dets([[0, 0, 10, 30]], [1]), no_flow())
+    a = ex(frame(1, 0.1, camera="a"), dets([[3, 0, 13, 30]], [1]), no_flow())
+    assert a.age[0] == 2 and a.speed[0] == pytest.approx(1.0)  # 3 px in 0.1 s over a 30 px box
+    ex.drop_camera("a")
+    assert ex.cameras == ("b",)
