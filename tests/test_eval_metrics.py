@@ -221,11 +221,18 @@ def test_vigil_eval_end_to_end(ped2: Path, tmp_path: Path) -> None:
     """Fit on two short training clips, replay one test clip: every figure is in the JSON."""
     import json
 
+    from conftest import DETECTOR
+
     from pipeline.cli import main
 
+    config = tmp_path / "config.yaml"  # detector only: pose and appearance have their own tests
+    config.write_text(
+        f"detector:\n  model: {DETECTOR}\npose:\n  enabled: false\nappearance:\n  enabled: false\n"
+        "http:\n  enabled: false\n"
+    )
     out = tmp_path / "r.json"
     argv = ["eval", "--data", str(ped2), "--clips", "Test003", "--train-clips", "Train001,Train002"]
-    argv += ["--max-frames", "25", "--out", str(out), "-c", str(Path(__file__).parents[1] / "config.yaml")]
+    argv += ["--max-frames", "25", "--out", str(out), "-c", str(config)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["replay"]["frames"] == 25 and result["replay"]["fps"] > 0

@@ -45,7 +45,7 @@ from pipeline.sources.base import Source, SourceMonitor
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
-    from stages.normality import FrameSample, NormalityModel
+    from stages.normality import NormalityModel
 
 log = logging.getLogger("vigil.eval")
 
@@ -202,30 +202,8 @@ class TraceCollector:
 # ---- graph ---------------------------------------------------------------------------------------
 
 
-def perception_stages(config: VigilConfig) -> list[Stage]:
-    """decode -> ... -> scene_graph, from `stages.factory` when it exists, else built here."""
-    try:
-        from stages.factory import build_stages
-    except ModuleNotFoundError as exc:
-        if exc.name != "stages.factory":
-            raise
-    else:
-        return list(build_stages(config, None))
-    from stages.attributes import AttributesStage
-    from stages.detect import DetectStage
-    from stages.flow import FlowStage
-    from stages.scene_graph import SceneGraphStage
-
-    log.warning("stages.factory not found: eval builds detect, flow, attributes, scene_graph itself")
-    return [
-        DetectStage.from_config(config.detector),
-        FlowStage(config.flow),
-        AttributesStage(config.attributes),
-        SceneGraphStage(config.scene_graph),
-    ]
-
-
 def full_stages(config: VigilConfig, models: dict[str, NormalityModel]) -> list[Stage]:
+    """The whole streaming graph: `stages.factory` when it exists, else fit's perception + scoring."""
     try:
         from stages.factory import build_stages
     except ModuleNotFoundError as exc:
@@ -233,10 +211,12 @@ def full_stages(config: VigilConfig, models: dict[str, NormalityModel]) -> list[
             raise
     else:
         return list(build_stages(config, models))
+    from pipeline.commands.fit import perception_stages
     from stages.events import EventStage
     from stages.explain import ExplainStage
     from stages.score import ScoreStage
 
+    log.warning("stages.factory not found: eval builds the graph itself", extra=fields(stage="eval"))
     return [
         *perception_stages(config),
         ScoreStage(models, config.scoring),
@@ -257,28 +237,6 @@ def replay(stages: list[Stage], sources: list[Source], on_packet: object) -> Run
         on_packet=on_packet,  # type: ignore[arg-type]
     )
     return runner.run()
-
-
-def collect_samples(
-    config: VigilConfig, clips: Sequence[Ped2Clip], max_frames: int | None
-) -> list[FrameSample]:
-    """Run the perception graph over the normal clips and keep one FrameSample per analysed frame."""
-    from stages.normality import FrameSample
-
-    samples: list[FrameSample] = []
-
-    def keep(packet: FramePacket) -> None:
-        if packet.attributes is None:
-            return
-        f = packet.frame
-        samples.append(
-            FrameSample(CAMERA, f.camera, f.pts, f.width, f.height, packet.attributes, packet.scene_graph)
-        )
-
-    report = replay(perception_stages(config), clip_sources(clips, max_frames), keep)
-    if report.source_errors:
-        raise SourceError(f"training clips failed: {report.source_errors}")
-    return samples
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -355,7 +313,9 @@ def run(args: argparse.Namespace) -> int:
         model = NormalityModel.load(args.model, config.scoring.device)
         result["fit"] = {"model": str(args.model), "loaded": True}
     else:
-        samples = collect_samples(config, train, args.max_frames)
+        from pipeline.commands.fit import collect_samples
+
+        samples = collect_samples(config, CAMERA, [c.path for c in train], args.max_frames)
         collect_s = time.monotonic() - t0
         model = fit_normality(samples, config.scoring, args.seed, grid=config.attributes.grid)
         model_path = model.save(out.parent / f"{out.stem}-model.npz")
@@ -372,6 +332,8 @@ def run(args: argparse.Namespace) -> int:
     report = replay(full_stages(config, {"*": model}), clip_sources(test, args.max_frames), collector)
     if report.source_errors:
         raise SourceError(f"test clips failed: {report.source_errors}")
+    if not report.clean_shutdown:
+        raise SourceError("eval: the replay did not drain; frames were lost, no figures written")
     frames = sum(report.frames_completed.values())
     result["replay"] = {
         "frames": frames,
