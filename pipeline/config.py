@@ -141,7 +141,9 @@ class AttributesConfig(Section):
     blob_box_margin: float = Field(
         0.15, ge=0, le=2, description="detection boxes grown by this share of their height before blob search"
     )
-    appearance_dim: int = Field(64, ge=1, le=8192, description="D of the appearance row (NaN when absent)")
+    appearance_dim: int = Field(
+        256, ge=1, le=8192, description="D of the appearance row (NaN when absent); = the appearance encoder's D"
+    )
     dwell_radius: float = Field(1.0, gt=0, le=20, description="box-heights; dwell = time spent this close")
     track_expiry_s: float = Field(2.0, gt=0, le=600, description="forget a track not seen this long")
     max_history: int = Field(3000, ge=2, le=1_000_000, description="samples kept per track (bounds dwell)")

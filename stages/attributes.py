@@ -117,7 +117,7 @@ class AttributeExtractor:
         if appearance is not None and len(appearance) and appearance.vectors.shape[1] != cfg.appearance_dim:
             raise PacketError(
                 f"attributes: appearance vectors have D={appearance.vectors.shape[1]}, "
-                f"expected attributes.appearance_dim={cfg.appearance_dim}"
+                f"expected attributes.appearance_dim={cfg.appearance_dim} (the encoder's D)"
             )
         blob_boxes = find_blobs(
             flow,
