@@ -111,17 +111,31 @@ class DetectorConfig(Section):
     classes: list[int] | None = None
     tracker: Literal["bytetrack", "botsort"] = "bytetrack"
     batch: int = Field(1, ge=1, le=64)
+    tiles: int = Field(1, ge=1, le=4, description="split the frame into this many column tiles (upscales)")
+    track_high_thresh: float = Field(0.25, ge=0, le=1, description="ByteTrack first-stage confidence")
+    new_track_thresh: float = Field(0.25, ge=0, le=1, description="confidence needed to start a track")
+    track_buffer: int = Field(30, ge=1, le=10_000, description="frames (at 30 fps) a lost track is kept")
 
 
 class PoseConfig(Section):
     enabled: bool = True
     model: str = "yolo11n-pose.pt"
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
-    crop_size: int = Field(160, ge=32, le=1024, description="top-down crops are resized to this")
+    crop_size: int = Field(128, ge=32, le=1024, description="top-down crops are resized to this")
     full_frame_min_height: float = Field(
         0.35, gt=0, le=1, description="people taller than this share of the frame use full-frame pose"
     )
     batch: int = Field(16, ge=1, le=256)
+    every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
+
+
+class AppearanceConfig(Section):
+    enabled: bool = True
+    model: str = "yolo11n-pose.pt"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+    crop_size: int = Field(64, ge=32, le=512, description="box crops are resized to this (multiple of 32)")
+    layer: int = Field(8, ge=0, le=10, description="backbone layer whose output is pooled")
+    batch: int = Field(32, ge=1, le=256)
 
 
 class FlowConfig(Section):
@@ -206,6 +220,7 @@ class VigilConfig(Section):
     sinks: SinksConfig = SinksConfig()
     detector: DetectorConfig = DetectorConfig()
     pose: PoseConfig = PoseConfig()
+    appearance: AppearanceConfig = AppearanceConfig()
     flow: FlowConfig = FlowConfig()
     attributes: AttributesConfig = AttributesConfig()
     scene_graph: SceneGraphConfig = SceneGraphConfig()
