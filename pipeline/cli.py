@@ -120,11 +120,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, realtime: bool) -> int:
     """Sources + stages + sinks + metrics server, run until the sources end or a signal arrives."""
     from pipeline.http import HealthProbe, MetricsServer
+    from pipeline.sinks.delivery import Delivery
     from pipeline.sources.factory import make_source
 
     stop = threading.Event()
     metrics = Metrics()
     sinks: list[EventSink] = []
+    delivery: Delivery | None = None
     try:
         with _stop_on_signals(stop):
             if config.http.enabled:
@@ -137,6 +139,9 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                 )
                 server.start(stop)
             sinks = make_sinks(config)
+            delivery = Delivery.from_config(config, [c.name for c in cameras], metrics)
+            if delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
+                delivery.start()
             sources = [make_source(camera, config.source) for camera in cameras]
             graph = build_graph(build_stages(config, cameras))
             options = RunnerOptions(
@@ -162,6 +167,8 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
         stop.set()  # stops the metrics server too
         for sink in sinks:  # the runner closed them; closing again is a no-op (and covers early errors)
             sink.close()
+        if delivery is not None:
+            delivery.close(flush_s=5.0)
     print(summary_line(report, [c.name for c in cameras]), file=sys.stderr)
     for camera, message in report.source_errors.items():
         print(f"vigil: error: camera {camera}: {redact(message, secrets_of(config))}", file=sys.stderr)
@@ -169,6 +176,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
 
 
 def make_sinks(config: VigilConfig) -> list[EventSink]:
+    from pipeline.sinks.delivery import outbox_sink_names
     from pipeline.sinks.jsonl import JsonlSink
     from pipeline.sinks.sqlite import SqliteEventStore
 
@@ -176,7 +184,7 @@ def make_sinks(config: VigilConfig) -> list[EventSink]:
     if config.sinks.jsonl.enabled:
         sinks.append(JsonlSink(config.sinks.jsonl.path))
     if config.sinks.sqlite.enabled:
-        sinks.append(SqliteEventStore(config.sinks.sqlite.path))
+        sinks.append(SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks)))
     return sinks
 
 

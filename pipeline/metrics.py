@@ -121,7 +121,7 @@ class Metrics:
         )
         # network sinks draining the SQLite outbox (pipeline/sinks/delivery.py); label = sink name only
         self.outbox_depth = Gauge(
-            "vigil_outbox_depth", "Events in the outbox not yet delivered to a network sink", ["sink"], registry=r
+            "vigil_outbox_depth", "Outbox events not yet delivered to a network sink", ["sink"], registry=r
         )
         self.deliveries = Counter(
             "vigil_deliveries", "Events delivered and acknowledged by a network sink", ["sink"], registry=r

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -258,3 +261,27 @@ def test_webhook_config_errors(overrides: dict[str, object], env: dict[str, str]
 def test_enabled_webhook_needs_url() -> None:
     with pytest.raises(ValueError, match="needs a url"):
         WebhookSinkConfig(enabled=True, secret_env="X")
+
+
+def test_cli_reports_a_missing_webhook_secret(tmp_path: Path, ped2: Path) -> None:
+    """`vigil replay` wires the delivery workers: a missing secret is one clear line, exit 2, no traceback."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        "http: {enabled: false}\n"
+        "sinks:\n"
+        f"  sqlite: {{path: {tmp_path / 'events.db'}}}\n"
+        "  webhook: {enabled: true, url: 'http://127.0.0.1:9/hook', secret_env: VIGIL_TEST_UNSET_SECRET}\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "VIGIL_TEST_UNSET_SECRET"}
+    clip = str(ped2 / "test" / "Test001.mp4")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "replay", clip, "-c", str(config_path)],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        "vigil: error: sinks.webhook.secret_env: environment variable VIGIL_TEST_UNSET_SECRET is not set"
+        in (result.stderr)
+    )
+    assert "Traceback" not in result.stderr

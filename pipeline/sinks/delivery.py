@@ -8,16 +8,15 @@ recorded on the row (attempts, last error), counted, and the same row is retried
 exponential backoff. Rows left pending when Vigil stops stay in the SQLite file and go out on the
 next start.
 
-Wiring (the CLI): name the enabled network sinks in the store so `write` queues rows for them, start
-one worker per transport on a stop event of their own, and stop them *after* the runner has drained
-and before the store is closed::
+Wiring (the CLI): the pipeline's store must queue rows for the enabled network sinks
+(`SqliteEventStore(path, outbox_sinks=outbox_sink_names(config.sinks))`), and `Delivery` runs the
+workers on a store connection of its own, so their lifecycle does not depend on when the runner
+closes its sinks::
 
-    store = SqliteEventStore(path, outbox_sinks=outbox_sink_names(config.sinks))
-    workers = [DeliveryWorker(store, t, metrics, s) for t, s in build_transports(config.sinks, cameras)]
-    for w in workers: w.start(delivery_stop)
+    delivery = Delivery.from_config(config, camera_names, metrics)  # None when no network sink is on
+    delivery.start()
     ...  # run the pipeline
-    delivery_stop.set(); for w in workers: w.join(10.0)
-    store.close()
+    delivery.close(flush_s=5.0)  # a last chance to send what the drain produced, then stop
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.config import DeliveryConfig, SinksConfig
-from pipeline.errors import VigilError
+from pipeline.config import DeliveryConfig, SinksConfig, VigilConfig
+from pipeline.errors import ConfigError, VigilError
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
 from pipeline.sinks.sqlite import OutboxItem, SqliteEventStore
@@ -225,3 +224,50 @@ def build_transports(
 
         out.append((WebhookTransport(sinks.webhook, env=env), sinks.webhook))
     return out
+
+
+class Delivery:
+    """The network sinks' workers for one run, on their own connection to the event store."""
+
+    def __init__(self, store: SqliteEventStore, workers: Sequence[DeliveryWorker]) -> None:
+        self.store = store
+        self.workers = list(workers)
+        self._stop = threading.Event()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: VigilConfig,
+        cameras: Sequence[str],
+        metrics: Metrics,
+        env: Mapping[str, str] | None = None,
+    ) -> Delivery | None:
+        names = outbox_sink_names(config.sinks)
+        if not names:
+            return None
+        if not config.sinks.sqlite.enabled:
+            raise ConfigError(
+                f"sinks.{names[0]}: network sinks deliver from the SQLite outbox: enable sinks.sqlite"
+            )
+        transports = build_transports(config.sinks, cameras, env=env)  # ConfigError before opening anything
+        store = SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=names)
+        return cls(store, [DeliveryWorker(store, t, metrics, s) for t, s in transports])
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start(self._stop)
+
+    def pending(self) -> int:
+        """Rows still waiting, over all sinks (at most `batch` per sink are counted)."""
+        return sum(len(self.store.pending(w.name, limit=w.settings.batch)) for w in self.workers)
+
+    def close(self, flush_s: float = 5.0) -> None:
+        """Give the workers up to `flush_s` to empty the outbox, then stop them; the rest stays pending."""
+        deadline = time.monotonic() + flush_s
+        while self.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        for worker in self.workers:
+            if not worker.join(timeout=30.0):
+                log.error("delivery worker did not stop", extra=fields(sink=worker.name))
+        self.store.close()
