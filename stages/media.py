@@ -40,29 +40,55 @@ class Box:
 def draw_snapshot(
     image: np.ndarray, boxes: Sequence[Box], reasons: Sequence[Reason], top: int = 3
 ) -> np.ndarray:
-    """A copy of `image` (BGR) with the boxes and the `top` reasons' sentences drawn on it."""
+    """A copy of `image` (BGR) with the boxes and the `top` reasons' sentences drawn on it.
+
+    Only highlighted boxes carry their label (on a dark patch); the others are thin grey outlines,
+    so a crowded scene stays readable. Reason lines longer than the image are cut with "...".
+    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise PacketError(f"snapshot image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     scale = max(0.35, min(w, h) / 700.0)
+    font = cv2.FONT_HERSHEY_SIMPLEX
     for box in sorted(boxes, key=lambda b: b.highlight):  # the event's box drawn last, on top
-        colour = EVENT_COLOUR if box.highlight else OTHER_COLOUR
         x1, y1, x2, y2 = (round(v) for v in box.xyxy)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2 if box.highlight else 1)
+        if not box.highlight:
+            cv2.rectangle(out, (x1, y1), (x2, y2), OTHER_COLOUR, 1)
+            continue
+        cv2.rectangle(out, (x1, y1), (x2, y2), EVENT_COLOUR, 2)
         if box.label:
-            cv2.putText(
-                out, box.label, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA
-            )
+            (tw, th), base = cv2.getTextSize(box.label, font, scale, 1)
+            tx, ty = min(max(0, x1), max(0, w - tw - 2)), max(th + 2, y1 - 3)
+            cv2.rectangle(out, (tx, ty - th - 2), (tx + tw + 2, ty + base), (0, 0, 0), cv2.FILLED)
+            cv2.putText(out, box.label, (tx + 1, ty), font, scale, EVENT_COLOUR, 1, cv2.LINE_AA)
     line_h = round(22 * scale) + 4
-    lines = [f"{i + 1}. {r.sentence or r.attribute} ({r.score:.1f})" for i, r in enumerate(reasons[:top])]
+    lines = [
+        _fit(f"{i + 1}. [{r.score:.1f}] {r.sentence or r.attribute}", w - 8, scale)
+        for i, r in enumerate(reasons[:top])
+    ]
     if lines:
         band = out[: line_h * len(lines) + 4]
         band[:] = (band.astype(np.float32) * 0.4).astype(np.uint8)  # darken so text is readable
         for i, text in enumerate(lines):
             y = line_h * (i + 1) - 2
-            cv2.putText(out, text, (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(out, text, (4, y), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return out
+
+
+def _fit(text: str, width: int, scale: float) -> str:
+    """`text` cut (with '...') to at most `width` pixels in the snapshot font; ASCII only (Hershey fonts)."""
+    text = text.encode("ascii", "replace").decode()
+    if cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # longest prefix that fits with the ellipsis
+        mid = (lo + hi + 1) // 2
+        if cv2.getTextSize(text[:mid] + "...", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + "..."
 
 
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> Path:

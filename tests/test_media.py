@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.errors import PacketError
 from pipeline.packets import Frame, Reason
-from stages.media import Box, CameraClips, ClipWriter, draw_snapshot, write_jpeg
+from stages.media import Box, CameraClips, ClipWriter, _fit, draw_snapshot, write_jpeg
 
 FPS = 10.0
 
@@ -105,3 +105,14 @@ def test_camera_clips_close_all_at_eos(frames: list[Frame], tmp_path: Path) -> N
     for name in ("a", "b"):
         with av.open(str(tmp_path / f"{name}.mp4")) as c:
             assert sum(1 for _ in c.decode(video=0)) == 5  # frame 7 and frames 8..11
+
+
+def test_snapshot_cuts_long_reasons(frames: list[Frame]) -> None:
+    long = Reason(
+        "size", "h 0.16", "0.13 ± 0.02", 1.5, "size unusual for person here: " + "very " * 40 + "tall"
+    )
+    drawn = draw_snapshot(frames[0].image, [Box((5, 100, 60, 200), "person #3 1.5", highlight=True)], [long])
+    assert drawn.shape == frames[0].image.shape
+    text = _fit(f"1. [1.5] {long.sentence}", 360 - 8, 0.35)
+    assert text.endswith("...") and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= 352
+    assert _fit("short ± text", 352, 0.35) == "short ? text"
