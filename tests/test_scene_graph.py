@@ -10,7 +10,14 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.config import AttributesConfig, DetectorConfig, FlowConfig, SceneGraphConfig
+from pipeline.config import (
+    AppearanceConfig,
+    AttributesConfig,
+    DetectorConfig,
+    FlowConfig,
+    PoseConfig,
+    SceneGraphConfig,
+)
 from pipeline.harness import FramesSource, run_stages
 from pipeline.packets import Detections, FlowField, Frame, ObjectAttributes, SceneGraph
 from pipeline.runner import RunnerOptions
@@ -174,21 +181,39 @@ def test_thresholds_are_config() -> None:
 
 @pytest.fixture(scope="module")
 def test001_packets(ped2: Path, models_dir: Path) -> list:
-    from stages.detect import DetectStage  # the other engineer's stage: imported here so unit tests run alone
+    # the other engineers' stages, imported here so the unit tests above run without them
+    from stages.appearance import AppearanceStage
+    from stages.detect import DetectStage
+    from stages.pose import PoseStage
 
     with av.open(str(ped2 / "test" / "Test001.mp4")) as c:
         images = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)][96:132]
     frames = [Frame("ped2", i, i / 10, im, time.time()) for i, im in enumerate(images)]
     # two column tiles upscale the small Ped2 people so the rider is found as a person of their own
-    detect = DetectStage.from_config(
-        DetectorConfig(model=str(models_dir / "yolo11n_int8_openvino_model"), tiles=2)
-    )
-    stages = [detect, FlowStage(FlowConfig()), AttributesStage(AttributesConfig()), SceneGraphStage()]
+    detector = DetectorConfig(model=str(models_dir / "yolo11n_int8_openvino_model"), tiles=2)
+    pose_model = str(models_dir / "yolo11n-pose.pt")
+    stages = [
+        DetectStage.from_config(detector),
+        PoseStage.from_config(PoseConfig(model=pose_model)),
+        AppearanceStage.from_config(AppearanceConfig(model=pose_model)),
+        FlowStage(FlowConfig()),
+        AttributesStage(AttributesConfig()),
+        SceneGraphStage(),
+    ]
     packets, report = run_stages(
         stages, [FramesSource("ped2", frames)], options=RunnerOptions(drain_timeout_s=300)
     )
     assert not report.stage_errors and len(packets) == len(frames)
     return packets
+
+
+def test_real_pose_and_appearance_rows(test001_packets: list) -> None:
+    last: ObjectAttributes = test001_packets[-1].attributes
+    people = np.array([last.name_of(i) == "person" for i in range(len(last))])
+    assert people.sum() >= 5
+    assert np.isfinite(last.pose[people]).all(axis=1).mean() > 0.5  # most people have a pose row
+    assert np.isfinite(last.appearance[~last.is_blob]).all()  # every detection has an embedding
+    assert np.allclose(np.linalg.norm(last.appearance[~last.is_blob], axis=1), 1.0, atol=1e-3)
 
 
 def test_real_cyclist_is_faster_than_walkers_and_riding(test001_packets: list) -> None:
