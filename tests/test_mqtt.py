@@ -334,3 +334,18 @@ def test_missing_password_env_is_a_config_error() -> None:
     cfg = MqttSinkConfig(enabled=True, username="vigil", password_env="VIGIL_TEST_UNSET_PW")
     with pytest.raises(ConfigError, match="VIGIL_TEST_UNSET_PW"):
         MqttTransport(cfg, ["cam1"], env={})
+
+
+def test_retries_against_a_dead_broker_do_not_leak_sockets() -> None:
+    """Each attempt makes a fresh paho client; a dropped one must release its sockets at once."""
+    from pipeline.sinks.delivery import DeliveryError
+    from pipeline.sinks.sqlite import OutboxItem
+
+    transport = MqttTransport(settings(_free_port()), ["cam1"])
+    item = OutboxItem(id=1, sink="mqtt", attempts=0, last_error=None, event=make_event(1).to_json())
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(25):
+        with pytest.raises(DeliveryError, match="Connection refused"):
+            transport.deliver(item)
+    transport.close()
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2

@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -33,6 +34,26 @@ ONLINE = b"online"
 OFFLINE = b"offline"
 
 
+@dataclass
+class _State:
+    """What paho's callbacks report about one connection."""
+
+    connack: paho.ReasonCode | None = None
+    lost: bool = False
+
+
+def _on_connect(
+    client: paho.Client, state: _State, flags: object, reason: paho.ReasonCode, props: object
+) -> None:
+    state.connack = reason
+
+
+def _on_disconnect(
+    client: paho.Client, state: _State, flags: object, reason: paho.ReasonCode, props: object
+) -> None:
+    state.lost = True
+
+
 class _CameraConnection:
     """One MQTT connection for one camera: its last will, its retained status, its events."""
 
@@ -41,8 +62,7 @@ class _CameraConnection:
         self.camera = camera
         self.status_topic = f"{config.topic_prefix}/{camera}/status"
         self.events_topic = f"{config.topic_prefix}/{camera}/events"
-        self._connack: paho.ReasonCode | None = None
-        self._lost = False
+        self._state = _State()
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{config.client_id}-{camera}",
@@ -55,21 +75,17 @@ class _CameraConnection:
         if config.tls:
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
+        # callbacks reach the state through userdata, not bound methods: no reference cycle, so a dropped
+        # client is freed (and its sockets closed) at once rather than at the next garbage collection
+        client.user_data_set(self._state)
+        client.on_connect = _on_connect
+        client.on_disconnect = _on_disconnect
         self.client = client
-
-    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: paho.ReasonCode,
-                    properties: object) -> None:  # fmt: skip
-        self._connack = reason
-
-    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: paho.ReasonCode,
-                       properties: object) -> None:  # fmt: skip
-        self._lost = True
 
     @property
     def alive(self) -> bool:
-        return self._connack is not None and not self._connack.is_failure and not self._lost
+        connack = self._state.connack
+        return connack is not None and not connack.is_failure and not self._state.lost
 
     def open(self) -> None:
         """Connect, wait for CONNACK, and publish the retained `online` status."""
@@ -78,10 +94,11 @@ class _CameraConnection:
             self.client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS handshake
             raise DeliveryError(f"cannot connect to the MQTT broker: {type(exc).__name__}: {exc}") from None
-        self._pump_until(lambda: self._connack is not None, cfg.ack_timeout_s, "CONNACK")
-        assert self._connack is not None
-        if self._connack.is_failure:
-            raise DeliveryError(f"MQTT broker refused the connection: {self._connack}")
+        self._pump_until(lambda: self._state.connack is not None, cfg.ack_timeout_s, "CONNACK")
+        connack = self._state.connack
+        assert connack is not None
+        if connack.is_failure:
+            raise DeliveryError(f"MQTT broker refused the connection: {connack}")
         self.publish(self.status_topic, ONLINE, retain=True)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
@@ -94,18 +111,18 @@ class _CameraConnection:
     def _pump_until(self, done: object, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while not done():  # type: ignore[operator]
-            if self._lost:
+            if self._state.lost:
                 raise DeliveryError(f"MQTT connection lost while waiting for {what}")
             if time.monotonic() > deadline:
                 raise DeliveryError(f"no {what} from the MQTT broker within {timeout_s:g}s")
             rc = self.client.loop(timeout=0.05)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._lost = True
+                self._state.lost = True
 
     def keepalive(self) -> None:
         """Run the network loop once (PINGREQ when due); notices a dead connection."""
         if self.client.loop(timeout=0.0) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._lost = True
+            self._state.lost = True
 
     def close(self, clean: bool) -> None:
         """Disconnect; a clean close first replaces the retained status with `offline`."""
