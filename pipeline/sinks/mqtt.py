@@ -16,7 +16,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
@@ -108,9 +108,9 @@ class _CameraConnection:
             raise DeliveryError(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}")
         self._pump_until(info.is_published, self.config.ack_timeout_s, f"PUBACK for {topic}")
 
-    def _pump_until(self, done: object, timeout_s: float, what: str) -> None:
+    def _pump_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
-        while not done():  # type: ignore[operator]
+        while not done():
             if self._state.lost:
                 raise DeliveryError(f"MQTT connection lost while waiting for {what}")
             if time.monotonic() > deadline:
