@@ -200,11 +200,18 @@ def test_dockerfile_conventions(dockerfile: str) -> None:
     user = dict(lines)["USER"]
     assert not user.startswith(("root", "0")), "containers run as a non-root user"
     assert keys.index("USER") > max(i for i, k in enumerate(keys) if k == "RUN"), "USER after the last RUN"
-    for key, args in lines:  # every COPY source exists in the build context (the repository root)
+    ignore = (DEPLOY / f"{dockerfile}.dockerignore").read_text().splitlines()
+    assert "*" in ignore, "the build context is a whitelist"
+    allowed = [line[1:].rstrip("/") for line in ignore if line.startswith("!")]
+    for key, args in lines:  # every COPY source exists in the build context and is not .dockerignored
         if key == "COPY":
             for source in args.split()[:-1]:
-                if not source.startswith("--") and not source.endswith("vigil_camsim.py"):
-                    assert (REPO / source).exists(), f"{dockerfile}: COPY {source} missing"
+                if source.startswith("--"):
+                    continue
+                assert (REPO / source).exists(), f"{dockerfile}: COPY {source} missing"
+                assert any(source == a or source.startswith(a + "/") for a in allowed), (
+                    f"{dockerfile}: COPY {source} is excluded by its .dockerignore"
+                )
     if dockerfile != "camsim/Dockerfile":
         assert "/healthz" in dict(lines)["HEALTHCHECK"]
         assert json.loads(dict(lines)["ENTRYPOINT"]) == ["vigil"]
