@@ -240,3 +240,7 @@ def test_vigil_eval_end_to_end(ped2: Path, tmp_path: Path) -> None:
     assert result["per_clip"]["Test003"]["frames"] == 25 and result["frames_without_score"] == 0
     assert 0 <= result["rbdc"] <= 1 and 0 <= result["tbdc"] <= 1
     assert result["gt_regions"] > 0 and Path(result["plot"]).stat().st_size > 0
+    ev = result["per_clip"]["Test003"]["events"]
+    assert ev["new"] == ev["end"]  # every event opened is ended, the last ones at end of stream
+    lines = Path(result["events_file"]).read_text().splitlines()
+    assert len(lines) == ev["new"] + ev["update"] + ev["end"]

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,8 +39,9 @@ from pipeline.evaluation.metrics import (
 from pipeline.evaluation.ped2 import Ped2, Ped2Clip
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
-from pipeline.packets import Frame, FramePacket
+from pipeline.packets import Event, Frame, FramePacket
 from pipeline.runner import Runner, RunnerOptions, RunReport
+from pipeline.sinks.base import EventSink
 from pipeline.sources.base import Source, SourceMonitor
 from pipeline.stage import Stage
 
@@ -154,7 +155,6 @@ class ClipTrace:
     smoothed: dict[int, float] = field(default_factory=dict)
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     box_scores: dict[int, np.ndarray] = field(default_factory=dict)
-    events: dict[str, int] = field(default_factory=dict)
 
     def series(self, n: int) -> tuple[np.ndarray, int]:
         """(n,) frame scores; frames with no score (skipped or failed) repeat the last one (causal)."""
@@ -185,8 +185,6 @@ class TraceCollector:
     def __call__(self, packet: FramePacket) -> None:
         frame = packet.frame
         trace = self.traces.setdefault(frame.camera, ClipTrace())
-        for ev in packet.events:
-            trace.events[ev.kind] = trace.events.get(ev.kind, 0) + 1
         scores, attrs = packet.scores, packet.attributes
         if scores is None or attrs is None:
             return
@@ -225,7 +223,31 @@ def full_stages(config: VigilConfig, models: dict[str, NormalityModel]) -> list[
     ]
 
 
-def replay(stages: list[Stage], sources: list[Source], on_packet: object) -> RunReport:
+class EventLog(EventSink):
+    """Keeps every event message of the replay (including those sent at end of stream)."""
+
+    name = "eval"
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def write(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+    def counts(self, camera: str) -> dict[str, int]:
+        out = {"new": 0, "update": 0, "end": 0}
+        for ev in self.events:
+            if ev.camera == camera:
+                out[ev.kind] += 1
+        return out
+
+
+def replay(
+    stages: list[Stage],
+    sources: list[Source],
+    on_packet: Callable[[FramePacket], None],
+    sinks: Sequence[EventSink] = (),
+) -> RunReport:
     from pipeline.graph import build_graph
 
     runner = Runner(
@@ -233,8 +255,9 @@ def replay(stages: list[Stage], sources: list[Source], on_packet: object) -> Run
         sources,
         Metrics(),
         threading.Event(),
+        sinks=sinks,
         options=RunnerOptions(live=False, realtime=False, drain_timeout_s=DRAIN_TIMEOUT_S),
-        on_packet=on_packet,  # type: ignore[arg-type]
+        on_packet=on_packet,
     )
     return runner.run()
 
@@ -329,7 +352,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("model ready", extra=fields(stage="eval", **result["fit"]))  # type: ignore[arg-type]
 
     collector = TraceCollector()
-    report = replay(full_stages(config, {"*": model}), clip_sources(test, args.max_frames), collector)
+    events = EventLog()
+    report = replay(
+        full_stages(config, {"*": model}), clip_sources(test, args.max_frames), collector, [events]
+    )
     if report.source_errors:
         raise SourceError(f"test clips failed: {report.source_errors}")
     if not report.clean_shutdown:
@@ -345,6 +371,12 @@ def run(args: argparse.Namespace) -> int:
         "clean_shutdown": report.clean_shutdown,
     }
     result.update(evaluate(data, test, collector, config.scoring.smoothing_frames, report))
+    for clip in test:
+        result["per_clip"][clip.name]["events"] = events.counts(clip.name)  # type: ignore[index]
+    events_path = out.parent / f"{out.stem}-events.jsonl"
+    events_path.parent.mkdir(parents=True, exist_ok=True)
+    events_path.write_text("".join(json.dumps(ev.to_json()) + "\n" for ev in events.events))
+    result["events_file"] = str(events_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_plot:
@@ -379,7 +411,6 @@ def evaluate(
         boxes.append(b)
         box_scores.append(s)
         per_clip[clip.name] = {"frames": n, "anomalous": int(y.sum()), "frames_without_score": missing}
-        per_clip[clip.name]["events"] = trace.events
 
     variants = {
         "raw": raw,
