@@ -6,8 +6,9 @@ values are resolved from the environment; the resolved values are remembered on 
 `redact()` can keep them (and any URL password) out of logs.
 
 Relative paths in the file resolve against the folder holding the config file, not the working
-directory: camera urls that are not URLs, camera/detector/pose model paths (a bare file name such
-as `yolo11n.pt` that does not exist there is left for ultralytics to find or download), the
+directory: camera urls that are not URLs, camera models and the `model` of any section (detector,
+pose, appearance; a bare file name such as `yolo11n.pt` that does not exist there is left for
+ultralytics to find or download), the
 JSONL and SQLite sink paths, `scoring.models_dir` and `events.media_dir`.
 """
 
@@ -49,6 +50,7 @@ class _Document:
     data: object
     key_marks: dict[Loc, _Mark]
     value_marks: dict[Loc, _Mark]
+    duplicates: list[tuple[Loc, _Mark]]
 
 
 def load_config(path: str | os.PathLike[str]) -> VigilConfig:
@@ -121,9 +123,16 @@ def _parse(name: str, text: str) -> _Document:
         raise ConfigError(f"{name}: YAML error: {exc}") from None
     finally:
         loader.dispose()
-    doc = _Document(data=data, key_marks={}, value_marks={})
+    doc = _Document(data=data, key_marks={}, value_marks={}, duplicates=[])
     if node is not None:
         _index(node, data, (), doc)
+    if doc.duplicates:  # YAML would silently keep the last one
+        raise ConfigError(
+            "\n".join(
+                f"{name}:{mark}: {_dotted(loc)}: duplicate key (first set on line {doc.key_marks[loc].line})"
+                for loc, mark in doc.duplicates
+            )
+        )
     return doc
 
 
@@ -140,6 +149,9 @@ def _index(node: Node, data: object, loc: Loc, doc: _Document) -> None:
                 continue
             key = _scalar_key(key_node, data)
             if key is None:
+                continue
+            if (*loc, key) in doc.key_marks:
+                doc.duplicates.append(((*loc, key), _mark(key_node)))
                 continue
             doc.key_marks[(*loc, key)] = _mark(key_node)
             _index(value_node, data[key], (*loc, key), doc)
@@ -192,9 +204,7 @@ def _resolve_env(
     return _ENV_REF.sub(substitute, value)
 
 
-_PATH_FIELDS: tuple[Loc, ...] = (
-    ("detector", "model"),
-    ("pose", "model"),
+_PATH_FIELDS: tuple[Loc, ...] = (  # plus `model` in any top-level section (detector, pose, appearance...)
     ("sinks", "sqlite", "path"),
     ("sinks", "jsonl", "path"),
     ("scoring", "models_dir"),
@@ -207,7 +217,10 @@ def _resolve_paths(data: dict[str, object], base: Path) -> None:
     for loc in _PATH_FIELDS:
         parent = _get(data, loc[:-1])
         if isinstance(parent, dict):
-            _resolve_one(parent, str(loc[-1]), base, model=loc[-1] == "model" and loc[0] != "cameras")
+            _resolve_one(parent, str(loc[-1]), base, model=False)
+    for section in data.values():
+        if isinstance(section, dict) and "model" in section:
+            _resolve_one(section, "model", base, model=True)
     cameras = data.get("cameras")
     if isinstance(cameras, list):
         for camera in cameras:

@@ -117,6 +117,12 @@ def test_yaml_syntax_errors_have_a_line(tmp_path: Path, text: str, where: str) -
     assert len(lines) == 1 and where in lines[0], lines
 
 
+def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
+    text = "detector:\n  confidence: 0.2\npose:\n  batch: 4\ndetector:\n  iou: 0.4\n"
+    (line,) = errors_of(write(tmp_path, text, "c.yaml"))
+    assert line.endswith("c.yaml:5:1: detector: duplicate key (first set on line 1)"), line
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert "expected a mapping of sections" in errors_of(write(tmp_path, "- a\n- b\n"))[0]
 
@@ -182,6 +188,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
         "  - {name: c, url: /abs/c.mp4}\n"
         "detector: {model: yolo11n.pt}\n"
         "pose: {model: weights.pt}\n"
+        "appearance: {model: sub/w.pt}\n"
         "sinks: {sqlite: {path: var/events.db}, jsonl: {path: '-'}}\n"
         "scoring: {models_dir: var/models}\n"
         "events: {media_dir: ../media}\n"
@@ -193,6 +200,7 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert config.cameras[2].url == "/abs/c.mp4"
     assert config.detector.model == "yolo11n.pt"  # a bare name not present here: ultralytics' to find
     assert config.pose.model == str(folder / "weights.pt")
+    assert config.appearance.model == str(folder / "sub/w.pt")
     assert config.sinks.sqlite.path == folder / "var/events.db"
     assert config.sinks.jsonl.path == "-"
     assert config.scoring.models_dir == folder / "var/models"
