@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vigil.fit")
 
+FIT_DRAIN_TIMEOUT_S = 3600.0
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm")
 
 
@@ -112,13 +113,15 @@ def collect_samples(
         live=False,
         ingress_capacity=config.runtime.ingress_capacity,
         pipe_capacity=config.runtime.pipe_capacity,
-        drain_timeout_s=config.runtime.drain_timeout_s,
+        drain_timeout_s=FIT_DRAIN_TIMEOUT_S,  # finite replay: wait for every frame, however slow the stages
     )
     graph = list(stages) if stages is not None else perception_stages(config)
     packets, report = run_stages(graph, sources, options=options)
     if report.source_errors:
         clip, message = next(iter(report.source_errors.items()))
         raise SourceError(f"fit: clip {clip}: {message}")
+    if not report.clean_shutdown:
+        raise SourceError("fit: the perception graph did not drain; frames were lost, model not built")
     if report.stage_errors:
         log.warning("perception stage errors while fitting", extra={"errors": dict(report.stage_errors)})
     samples = []

@@ -23,6 +23,7 @@ class TailCalibrator:
         self.values = np.sort(values.astype(np.float64))
         self.n = n
         self.tail_scale = tail_scale
+        self._q99 = float(np.quantile(self.values, 1 - TAIL_P)) if n > 0 else float("nan")
 
     @classmethod
     def fit(cls, raw: np.ndarray) -> TailCalibrator:
@@ -44,7 +45,7 @@ class TailCalibrator:
 
     @property
     def q99(self) -> float:
-        return float(np.quantile(self.values, 1 - TAIL_P)) if self.fitted else float("nan")
+        return self._q99
 
     @property
     def median(self) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from pipeline.config import ScoringConfig
@@ -63,6 +64,13 @@ def _by_clip(samples: list[FrameSample]) -> dict[str, list[FrameSample]]:
     for s in samples:
         out[s.clip].append(s)
     return {c: sorted(v, key=lambda s: s.pts) for c, v in out.items()}
+
+
+def _bank(name: str, feats: np.ndarray, config: ScoringConfig, seed: int, device: torch.device) -> MemoryBank:
+    feats = feats[np.all(np.isfinite(feats), axis=1)] if len(feats) else feats
+    keep = coreset(feats, config.memory_size, config.coreset, seed, device)
+    log.info("memory bank", extra={"bank": name, "rows": len(keep), "of": len(feats)})
+    return MemoryBank(feats[keep], device)
 
 
 def fit_normality(
@@ -172,14 +180,11 @@ def fit_normality(
     is_person = det & (np.array(class_names)[cls] == "person")
     pose_rows = pose_features(c["pose"], pose_fill)[is_person]
 
-    banks: dict[str, MemoryBank] = {}
-    for name, feats in (("motion", c["motion"]), ("pose", pose_rows), ("appearance", c["appearance"])):
-        feats = feats[np.all(np.isfinite(feats), axis=1)] if len(feats) else feats
-        keep = coreset(feats, config.memory_size, config.coreset, seed, device)
-        banks[name] = MemoryBank(feats[keep], device)
-        log.info("memory bank", extra={"bank": name, "rows": len(keep), "of": len(feats)})
-
     win = np.concatenate(windows) if windows else np.zeros((0, config.dynamics_history + 1, 2))
+    banks = {
+        name: _bank(name, feats, config, seed, device)
+        for name, feats in (("motion", c["motion"]), ("pose", pose_rows), ("appearance", c["appearance"]))
+    }
     dynamics = DynamicsPredictor.train(win, config.dynamics_history, config.dynamics_epochs, seed, device)
 
     model = NormalityModel(

@@ -159,4 +159,5 @@ DIRECTION_BINS = 8
 def direction_bin(direction: np.ndarray) -> np.ndarray:
     """Radians -> one of DIRECTION_BINS sectors centred on 0, pi/4, ..."""
     step = 2 * np.pi / DIRECTION_BINS
+    direction = np.nan_to_num(np.asarray(direction, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     return (np.floor((np.mod(direction, 2 * np.pi) + step / 2) / step).astype(np.int64)) % DIRECTION_BINS

@@ -1,0 +1,295 @@
+"""Normality model: calibration, k-NN, coreset, dynamics, fit on synthetic streams, persistence."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import (
+    AppearanceConfig,
+    AttributesConfig,
+    DetectorConfig,
+    PoseConfig,
+    ScoringConfig,
+    VigilConfig,
+)
+from pipeline.errors import ConfigError, ModelError
+from stages.normality import ATTRIBUTES, NormalityModel, fit_normality
+from stages.normality.calibration import TailCalibrator
+from stages.normality.dynamics import DynamicsPredictor
+from stages.normality.fit import split_holdout
+from stages.normality.memory import MemoryBank, coreset
+from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
+from stages.score import Scorer
+from tests.conftest import DETECTOR, POSE
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model() -> NormalityModel:
+    return fit_normality(normal_footage(clips=10, frames=60), ScoringConfig(), seed=0)
+
+
+def scores_of(model: NormalityModel, walkers: list[Walker], relations=None, frames: int = 30, cfg=None):
+    scorer = Scorer(model, cfg or ScoringConfig())
+    rng = np.random.default_rng(7)
+    for f in range(frames):
+        fs = frame_sample(walkers, f / 10, rng, relations)
+        scores = scorer.score(fs.attributes, fs.scene_graph, fs.pts)
+    return scores, fs
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dist", ["exponential", "gamma", "halfnormal", "lognormal"])
+def test_calibration_gives_uniform_tail_probabilities(dist: str) -> None:
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        return {
+            "exponential": lambda: rng.exponential(2.0, n),
+            "gamma": lambda: rng.gamma(3.0, 1.0, n),
+            "halfnormal": lambda: np.abs(rng.standard_normal(n)),
+            "lognormal": lambda: rng.lognormal(0.0, 0.7, n),
+        }[dist]()
+
+    cal = TailCalibrator.fit(draw(np.random.default_rng(1), 20_000))
+    fresh = cal(draw(np.random.default_rng(2), 400_000))
+    assert 0.08 < (fresh > 1).mean() < 0.12
+    assert 0.007 < (fresh > 2).mean() < 0.014
+    assert 0.0003 < (fresh > 3).mean() < 0.003  # beyond the 99th pct: the fitted exponential tail
+
+
+def test_calibration_is_monotone_keeps_nan_and_inverts() -> None:
+    cal = TailCalibrator.fit(np.random.default_rng(0).gamma(2.0, 1.0, 5000))
+    x = np.linspace(-1, 40, 500)
+    s = cal(x)
+    assert np.all(np.diff(s) >= 0) and s[0] == 0 and s[-1] > 8
+    assert np.isnan(cal(np.array([np.nan]))[0])
+    for score in (0.5, 1.5, 2.5, 4.0):
+        assert cal(np.array([cal.inverse(score)]))[0] == pytest.approx(score, abs=0.05)
+
+
+# ---- memory banks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("k", "dim"), [(1, 4), (3, 32), (7, 256)])
+def test_knn_is_exact(k: int, dim: int) -> None:
+    rng = np.random.default_rng(k)
+    bank_rows, queries = rng.standard_normal((3000, dim)), rng.standard_normal((60, dim))
+    queries[5] = np.nan
+    bank = MemoryBank(bank_rows, CPU)
+    got = bank.distance(queries, k, chunk=777)
+    rows = bank_rows.astype(np.float32).astype(np.float64)
+    want = np.array(
+        [np.sort(np.linalg.norm(rows - q, axis=1))[:k].mean() for q in queries.astype(np.float32)]
+    )
+    assert np.isnan(got[5])
+    ok = np.arange(len(queries)) != 5
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["greedy", "random"])
+def test_coreset_size_and_reproducible(method: str) -> None:
+    x = np.random.default_rng(0).standard_normal((3000, 8))
+    a, b = coreset(x, 200, method, 5, CPU), coreset(x, 200, method, 5, CPU)
+    assert len(a) == 200 and len(np.unique(a)) == 200
+    np.testing.assert_array_equal(a, b)
+    assert len(coreset(x, 5000, method, 5, CPU)) == 3000
+
+
+def test_greedy_coreset_covers_outliers() -> None:
+    x = np.concatenate([np.random.default_rng(0).standard_normal((2000, 2)), [[50.0, 50.0]]])
+    assert 2000 in coreset(x, 20, "greedy", 0, CPU)
+
+
+# ---- dynamics ------------------------------------------------------------------------------------
+
+
+def _windows(seed: int, n: int = 600) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v0 = rng.normal(0, 1, (n, 1, 2))
+    return v0 + 0.05 * rng.standard_normal((n, 5, 2))  # steady walkers
+
+
+def test_dynamics_reproducible_and_learns() -> None:
+    w = _windows(0)
+    a = DynamicsPredictor.train(w, 4, 30, seed=3, device=CPU)
+    b = DynamicsPredictor.train(w, 4, 30, seed=3, device=CPU)
+    c = DynamicsPredictor.train(w, 4, 30, seed=4, device=CPU)
+    test = _windows(1, 200)
+    np.testing.assert_array_equal(a.error(test), b.error(test))
+    assert not np.array_equal(a.error(test), c.error(test))
+    jerky = test.copy()
+    jerky[:, -1] = -jerky[:, -1] * 3  # reverses and speeds up on the last step
+    assert np.median(a.error(jerky)) > 5 * np.median(a.error(test))
+
+
+def test_dynamics_rejects_wrong_shape() -> None:
+    with pytest.raises(ModelError, match="expected windows"):
+        DynamicsPredictor.train(np.zeros((10, 3, 2)), 4, 1, 0, CPU)
+
+
+# ---- fit + score on synthetic streams ------------------------------------------------------------
+
+
+def test_normal_footage_scores_low(model: NormalityModel) -> None:
+    scorer = Scorer(model, ScoringConfig())
+    objects, frames = [], []
+    for k in range(3):
+        for fs in normal_clip(50 + k, 80, clip=f"new{k}"):
+            s = scorer.score(fs.attributes, fs.scene_graph, fs.pts)
+            objects.append(s.object_score)
+            frames.append(s.frame_score)
+    obj = np.concatenate(objects)
+    assert np.median(obj) < 1.0
+    assert (obj > 3).mean() < 0.02
+    assert np.median(frames) < 2.0  # max over three objects
+
+
+@pytest.mark.parametrize(
+    ("case", "walkers", "relations", "attribute"),
+    [
+        ("fast", [Walker(1, speed=4.0), Walker(2, speed=-1.0)], None, "speed"),
+        ("unseen class", [Walker(1, cls="bicycle"), Walker(2, speed=-1.0)], None, "class_in_place"),
+        ("unseen triplet", [Walker(1), Walker(2)], [(1, "overlapping", 2)], "relations"),
+        ("glider", [Walker(1, leg_swing=0.0), Walker(2, speed=-1.0)], None, "speed_vs_pose"),
+        ("odd place", [Walker(1, y=0.05), Walker(2, speed=-1.0)], None, "class_in_place"),
+    ],
+)
+def test_out_of_distribution_scores_high_and_ranks_first(model, case, walkers, relations, attribute) -> None:
+    from stages.explain import Explainer
+
+    scores, fs = scores_of(model, walkers, relations)
+    row = int(np.flatnonzero(scores.track_id == 1)[0])
+    col = scores.attribute_names.index(attribute)
+    assert scores.attribute_scores[row, col] > 2.0, case
+    assert scores.object_score[row] > 1.5, case
+    assert scores.frame_score == pytest.approx(float(scores.object_score.max()))
+    explanation = Explainer(model).explain(fs.attributes, scores, fs.scene_graph).for_track(1)
+    assert explanation is not None and explanation.reasons[0].attribute == attribute, case
+
+
+def test_save_load_round_trip_gives_identical_scores(model: NormalityModel, tmp_path: Path) -> None:
+    path = model.save(tmp_path / "cam.npz")
+    loaded = NormalityModel.load(path)
+    assert loaded.counts == model.counts and loaded.class_names == model.class_names
+    walkers = [Walker(1, speed=3.0), Walker(2, cls="bicycle"), Walker(3, leg_swing=0.0)]
+    a, _ = scores_of(model, walkers, [(1, "near", 2)])
+    b, _ = scores_of(loaded, walkers, [(1, "near", 2)])
+    np.testing.assert_array_equal(a.attribute_scores, b.attribute_scores)
+    np.testing.assert_array_equal(a.object_score, b.object_score)
+
+
+def _rewrite_meta(src: Path, dst: Path, **changes: object) -> None:
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta.update(changes)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(dst, **arrays)
+
+
+@pytest.mark.parametrize("problem", ["missing", "garbage", "truncated", "version", "format", "no entry"])
+def test_bad_model_files_raise_model_error(model: NormalityModel, tmp_path: Path, problem: str) -> None:
+    good = model.save(tmp_path / "good.npz")
+    bad = tmp_path / "bad.npz"
+    if problem == "garbage":
+        bad.write_bytes(b"not a model at all")
+    elif problem == "truncated":
+        bad.write_bytes(good.read_bytes()[:2000])
+    elif problem == "version":
+        _rewrite_meta(good, bad, version=999)
+    elif problem == "format":
+        _rewrite_meta(good, bad, format="something-else")
+    elif problem == "no entry":
+        with np.load(good, allow_pickle=False) as npz:
+            np.savez(bad, **{k: npz[k] for k in npz.files if k != "bank.pose"})
+    with pytest.raises(ModelError) as err:
+        NormalityModel.load(bad)
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+
+
+def test_model_file_holds_no_pickles(model: NormalityModel, tmp_path: Path) -> None:
+    path = model.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(path) as z:
+        assert all(n.endswith(".npy") for n in z.namelist())
+    with np.load(path, allow_pickle=False) as npz:
+        assert all(npz[k].dtype != object for k in npz.files)
+
+
+def test_ablation_scores_only_the_chosen_attributes(model: NormalityModel) -> None:
+    cfg = ScoringConfig(attributes=["speed", "class_in_place"])
+    scores, _ = scores_of(model, [Walker(1, speed=4.0)], cfg=cfg)
+    assert scores.attribute_names == ("class_in_place", "speed")
+    assert scores.object_score[0] > 2
+    with pytest.raises(ConfigError, match="unknown"):
+        Scorer(model, ScoringConfig(attributes=["speed", "telepathy"]))
+
+
+def test_fit_rejects_empty_and_mixed_input() -> None:
+    with pytest.raises(ModelError, match="no frames"):
+        fit_normality([], ScoringConfig(), seed=0)
+    a = normal_clip(1, 10, clip="a")
+    b = [frame_sample([Walker(9)], 0.0, np.random.default_rng(0), camera="other")]
+    with pytest.raises(ModelError, match="several cameras"):
+        fit_normality(a + b, ScoringConfig(), seed=0)
+
+
+@pytest.mark.parametrize(("clips", "held_clips"), [(10, 2), (5, 1), (2, 2)])
+def test_holdout_split(clips: int, held_clips: int) -> None:
+    samples = normal_footage(clips=clips, frames=20)
+    fit, held = split_holdout(samples, 0.2)
+    assert len(fit) + len(held) == len(samples)
+    assert len({s.clip for s in held}) == held_clips
+    if clips < 5:  # the last 20 % of every clip
+        assert len(held) == clips * 4 and not {(s.clip, s.pts) for s in fit} & {(s.clip, s.pts) for s in held}
+
+
+def test_fit_is_reproducible() -> None:
+    samples = normal_footage(clips=5, frames=30)
+    a = fit_normality(samples, ScoringConfig(), seed=1)
+    b = fit_normality(samples, ScoringConfig(), seed=1)
+    walkers = [Walker(1, speed=2.0), Walker(2)]
+    np.testing.assert_array_equal(
+        scores_of(a, walkers)[0].attribute_scores, scores_of(b, walkers)[0].attribute_scores
+    )
+
+
+# ---- real footage through the real perception graph ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_fit_on_real_ped2_clips(ped2: Path, tmp_path: Path) -> None:
+    from pipeline.commands.fit import collect_samples
+
+    config = VigilConfig(
+        detector=DetectorConfig(model=str(DETECTOR)),
+        pose=PoseConfig(model=str(POSE)),
+        appearance=AppearanceConfig(model=str(POSE)),
+        attributes=AttributesConfig(appearance_dim=256),
+    )
+    started = time.monotonic()
+    files = [ped2 / "train" / "Train001.mp4", ped2 / "train" / "Train002.mp4"]
+    samples = collect_samples(config, "ped2", files, max_frames=25)
+    assert len(samples) == 50 and {s.clip for s in samples} == {"000_Train001", "001_Train002"}
+    model = fit_normality(samples, config.scoring, seed=0, grid=config.attributes.grid)
+    persons = model.place.counts[:, model.class_names.index("person")].sum()
+    bicycles = model.place.counts[:, model.class_names.index("bicycle")].sum()
+    assert persons > 200 and bicycles == 0  # Ped2 training footage: pedestrians only
+    assert len(model.banks["pose"]) > 100 and len(model.banks["motion"]) > 100
+    assert model.calibrators["speed"].n > 50
+    loaded = NormalityModel.load(model.save(tmp_path / "ped2.npz"))
+    scorer = Scorer(loaded, config.scoring)
+    scores = [
+        scorer.score(s.attributes, s.scene_graph, s.pts) for s in samples if s.clip.endswith("Train002")
+    ]
+    assert scores[-1].attribute_names == ATTRIBUTES
+    assert np.median([s.frame_score for s in scores]) < 4  # its own (normal) footage
+    assert time.monotonic() - started < 120
