@@ -135,7 +135,8 @@ def test_deploy_configs_load(name: str, text: str, tmp_path: Path, monkeypatch: 
     assert config.http.host == "0.0.0.0" and config.http.port == 9108
     assert str(config.sinks.sqlite.path).startswith("/var/lib/vigil/")
     assert str(config.events.media_dir).startswith("/var/lib/vigil/")
-    assert config.detector.model.startswith("/models/")
+    for model in (config.detector.model, config.pose.model, config.appearance.model):
+        assert str(model).startswith("/models/"), "weights come from the read-only /models mount"
 
 
 # ---- compose -------------------------------------------------------------------------------------------
