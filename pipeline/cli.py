@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pipeline.commands import eval as eval_command
+from pipeline.commands import fit as fit_command
 from pipeline.config import CameraConfig, VigilConfig
 from pipeline.configfile import load_config, redact, secrets_of
 from pipeline.errors import ConfigError, SourceError, VigilError
@@ -300,6 +301,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command("analyse the configured cameras until SIGINT/SIGTERM", _args_watch, cmd_watch),
     "replay": Command("replay video files through the pipeline (lossless)", _args_replay, cmd_replay),
+    "fit": Command(
+        "learn a camera's normality model from normal footage", fit_command.add_arguments, fit_command.run
+    ),
     "eval": Command(
         "fit on a benchmark's training clips, replay its test clips, report AUC/RBDC/TBDC/fps",
         eval_command.add_arguments,

@@ -49,30 +49,9 @@ class _FirstFrames(Source):
 
 def perception_stages(config: VigilConfig) -> list[Stage]:
     """decode -> detect -> pose -> appearance -> flow -> attributes -> scene_graph (no scoring)."""
-    from stages.attributes import AttributesStage
-    from stages.detect import DetectStage
-    from stages.flow import FlowStage
-    from stages.pose import PoseStage
-    from stages.scene_graph import SceneGraphStage
+    from stages.factory import perception_stages as from_factory
 
-    stages: list[Stage] = [DetectStage.from_config(config.detector)]
-    if config.pose.enabled:
-        stages.append(PoseStage.from_config(config.pose))
-    if config.appearance.enabled:
-        try:
-            from stages.appearance import AppearanceStage
-        except ModuleNotFoundError as exc:
-            if exc.name != "stages.appearance":
-                raise
-            log.warning("stages.appearance not found: fitting without appearance")
-        else:
-            stages.append(AppearanceStage.from_config(config.appearance))
-    stages += [
-        FlowStage(config.flow),
-        AttributesStage(config.attributes),
-        SceneGraphStage(config.scene_graph),
-    ]
-    return stages
+    return from_factory(config)
 
 
 def video_files(paths: Sequence[str | Path]) -> list[Path]:
