@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from pipeline.config import AttributesConfig
@@ -46,30 +47,37 @@ def magnitude_edges(bins: int) -> np.ndarray:
     return np.array([0.0, *inner, np.inf])
 
 
-def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> np.ndarray:
-    """Flow vectors (K, 2), full-res pixels per dt, of the flow grid cells inside `box` (xyxy pixels)."""
-    height, width = frame_size
-    gh, gw = flow.flow.shape[:2]
-    sx, sy = gw / width, gh / height
+def grid_window(shape: tuple[int, int], frame_size: tuple[int, int], box: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns of a flow grid of `shape` covered by `box` (xyxy in full-res pixels)."""
+    gh, gw = shape
+    sx, sy = gw / frame_size[1], gh / frame_size[0]
     c1, r1 = max(0, int(np.floor(box[0] * sx))), max(0, int(np.floor(box[1] * sy)))
     c2, r2 = min(gw, int(np.ceil(box[2] * sx))), min(gh, int(np.ceil(box[3] * sy)))
-    if c2 <= c1 or r2 <= r1:
-        return np.zeros((0, 2), np.float32)
-    return flow.flow[r1:r2, c1:c2].reshape(-1, 2)
+    return slice(r1, max(r1, r2)), slice(c1, max(c1, c2))
+
+
+def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """Flow vectors (K, 2), full-res pixels per dt, of the flow grid cells inside `box` (xyxy pixels)."""
+    rows, cols = grid_window(flow.flow.shape[:2], frame_size, box)
+    return flow.flow[rows, cols].reshape(-1, 2)
+
+
+def polar_histogram(speed: np.ndarray, angle: np.ndarray, bins: tuple[int, int]) -> np.ndarray:
+    """Histogram of flow samples given as speed (box-heights/s) and angle (radians in [0, 2pi))."""
+    n_mag, n_ori = bins
+    if speed.size == 0:
+        return np.zeros(n_mag * n_ori, np.float32)
+    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), speed.ravel(), side="right") - 1, 0, n_mag - 1)
+    oi = np.minimum((angle.ravel() * (n_ori / (2 * np.pi))).astype(np.int64), n_ori - 1)
+    out = np.bincount(mi * n_ori + oi, minlength=n_mag * n_ori).astype(np.float32)
+    return out / out.sum()
 
 
 def motion_histogram(vectors: np.ndarray, box_height: float, dt: float, bins: tuple[int, int]) -> np.ndarray:
-    """Magnitude x orientation histogram of flow `vectors` (pixels per dt), flattened, sums to 1 or 0."""
-    n_mag, n_ori = bins
-    out = np.zeros(n_mag * n_ori, np.float32)
-    if len(vectors) == 0:
-        return out
-    mag = np.linalg.norm(vectors, axis=1) / (box_height * dt)
-    ang = np.mod(np.arctan2(vectors[:, 1], vectors[:, 0]), 2 * np.pi)
-    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), mag, side="right") - 1, 0, n_mag - 1)
-    oi = np.minimum((ang / (2 * np.pi) * n_ori).astype(np.int64), n_ori - 1)
-    np.add.at(out, mi * n_ori + oi, 1.0)
-    return out / out.sum()
+    """Magnitude x orientation histogram of flow `vectors` (K, 2) in pixels per dt; sums to 1 or 0."""
+    speed = np.hypot(vectors[:, 0], vectors[:, 1]) / (box_height * dt)
+    angle = np.mod(np.arctan2(vectors[:, 1], vectors[:, 0]), 2 * np.pi)
+    return polar_histogram(speed, angle, bins)
 
 
 @dataclass(slots=True)
@@ -119,6 +127,10 @@ class AttributeExtractor:
                 f"attributes: appearance vectors have D={appearance.vectors.shape[1]}, "
                 f"expected attributes.appearance_dim={cfg.appearance_dim} (the encoder's D)"
             )
+        if flow.valid:  # |flow| (pixels per dt) and its angle in [0, 2pi), once for the whole grid
+            magnitude, angle = cv2.cartToPolar(flow.flow[..., 0], flow.flow[..., 1])
+        else:
+            magnitude = angle = np.zeros(flow.flow.shape[:2], np.float32)
         blob_boxes = find_blobs(
             flow,
             (height, width),
@@ -127,6 +139,7 @@ class AttributeExtractor:
             cfg.blob_min_flow,
             cfg.blob_min_area,
             cfg.blob_box_margin,
+            magnitude,
         )
         blob_ids = cam.blob_ids.assign(blob_boxes)
         n_det, n = len(detections), len(detections) + len(blob_boxes)
@@ -165,10 +178,11 @@ class AttributeExtractor:
         motion_hist = np.full((n, n_bins), np.nan, np.float32)
         if flow.valid:
             for i in range(n):
-                vectors = box_flow(flow, (height, width), xyxy[i])
-                motion_hist[i] = motion_histogram(vectors, float(box_h[i]), flow.dt, cfg.motion_bins)
-                if len(vectors):
-                    flow_speed[i] = np.median(np.linalg.norm(vectors, axis=1)) / (box_h[i] * flow.dt)
+                rows_, cols_ = grid_window(magnitude.shape, (height, width), xyxy[i])
+                speed_bh = magnitude[rows_, cols_] / (box_h[i] * flow.dt)
+                motion_hist[i] = polar_histogram(speed_bh, angle[rows_, cols_], cfg.motion_bins)
+                if speed_bh.size:
+                    flow_speed[i] = np.median(speed_bh)
 
         return ObjectAttributes(
             track_id=track_id,

@@ -38,12 +38,14 @@ def find_blobs(
     min_flow: float = 1.0,
     min_area: float = 0.002,
     margin: float = 0.15,
+    magnitude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boxes (M, 4) float32, full-res pixels xyxy, of moving regions outside `boxes`.
 
     `min_flow` is in full-res pixels per source frame (flow per `dt` times 1 / (dt * fps)), so a
     frame stride does not change what counts as moving; `min_area` is a share of the frame area;
-    `margin` grows each box by that fraction of its height on every side before masking it out.
+    `margin` grows each box by that fraction of its height on every side before masking it out;
+    `magnitude` is |flow| on the flow grid when the caller has it already.
     """
     height, width = frame_size
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -52,7 +54,9 @@ def find_blobs(
         return np.zeros((0, 4), np.float32)
     gh, gw = flow.flow.shape[:2]
     sx, sy = gw / width, gh / height  # full-res pixels -> flow grid
-    per_frame = np.linalg.norm(flow.flow, axis=2) / (flow.dt * fps)
+    if magnitude is None:
+        magnitude = cv2.magnitude(flow.flow[..., 0], flow.flow[..., 1])
+    per_frame = magnitude / (flow.dt * fps)
     mask = (per_frame > min_flow).astype(np.uint8)
     for x1, y1, x2, y2 in boxes.tolist():
         m = margin * (y2 - y1)

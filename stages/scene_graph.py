@@ -26,6 +26,7 @@ from pipeline.config import SceneGraphConfig
 from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, SourceEvent
 from pipeline.stage import Stage
 from stages.blobs import box_iou
+from stages.track_history import slope
 
 Emit = Callable[[int, int, str, float, bool], None]
 
@@ -96,29 +97,30 @@ class RelationBuilder:
 
         def emit(a: int, b: int, predicate: str, conf: float, symmetric: bool) -> None:
             if conf >= cfg.min_confidence and conf > 0:
-                rel.append((int(ids[a]), int(ids[b]), predicate, conf))
+                rel.append((id_l[a], id_l[b], predicate, conf))
                 if symmetric:
-                    rel.append((int(ids[b]), int(ids[a]), predicate, conf))
+                    rel.append((id_l[b], id_l[a], predicate, conf))
 
+        # pair geometry at once: distance in mean box-heights, velocities in those units, their cosine
+        hb = (h_px[:, None] + h_px[None, :]) / 2
+        dist = (np.linalg.norm(ground[:, None] - ground[None, :], axis=2) / hb).tolist()
+        speed_px = np.linalg.norm(v_px, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos_m = ((v_px @ v_px.T) / (speed_px[:, None] * speed_px[None, :])).tolist()
+            slow = (np.minimum(speed_px[:, None], speed_px[None, :]) / hb < cfg.moving_speed).tolist()
+        moving_known = np.isfinite(speed_px).tolist()
+        iou_l = iou.tolist()
+        id_l = ids.tolist()
         for a in range(len(rows)):
             for b in range(a + 1, len(rows)):
-                hb = (h_px[a] + h_px[b]) / 2
-                d = float(np.linalg.norm(ground[a] - ground[b]) / hb)
+                d = dist[a][b]
                 emit(a, b, "near", grade(d, cfg.near, 0.5 * cfg.near), True)
-                emit(
-                    a,
-                    b,
-                    "overlapping",
-                    grade(float(iou[a, b]), cfg.overlap_iou, min(1.0, 3 * cfg.overlap_iou)),
-                    True,
-                )
-                va, vb = v_px[a] / hb, v_px[b] / hb
-                sa, sb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
-                if d < cfg.group_within and min(sa, sb) >= cfg.moving_speed:
-                    cos = float(va @ vb / (sa * sb))
-                    emit(a, b, "same_direction", grade(cos, cos_same, 0.5 * (1 + cos_same)), True)
+                overlap = grade(iou_l[a][b], cfg.overlap_iou, min(1.0, 3 * cfg.overlap_iou))
+                emit(a, b, "overlapping", overlap, True)
+                if d < cfg.group_within and moving_known[a] and moving_known[b] and not slow[a][b]:
+                    emit(a, b, "same_direction", grade(cos_m[a][b], cos_same, 0.5 * (1 + cos_same)), True)
                 if d < cfg.approach_within:
-                    key = (min(int(ids[a]), int(ids[b])), max(int(ids[a]), int(ids[b])))
+                    key = (min(id_l[a], id_l[b]), max(id_l[a], id_l[b]))
                     rate = self._distance_rate(pairs, key, t, d)
                     emit(a, b, "approaching", grade(-rate, cfg.approach_rate, 2 * cfg.approach_rate), True)
                     emit(a, b, "moving_away", grade(rate, cfg.approach_rate, 2 * cfg.approach_rate), True)
@@ -175,9 +177,7 @@ class RelationBuilder:
         del hist.t[:-keep], hist.d[:-keep]
         if len(hist.t) < 2:
             return float("nan")
-        tt, dd = np.asarray(hist.t), np.asarray(hist.d)
-        tc = tt - tt.mean()
-        return float(tc @ (dd - dd.mean()) / (tc @ tc))
+        return slope(hist.t, hist.d)
 
     def _expire(self, pairs: dict[tuple[int, int], _PairHistory], now: float) -> None:
         stale = [k for k, h in pairs.items() if not 0 <= now - h.t[-1] <= self.expiry_s]

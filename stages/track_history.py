@@ -7,6 +7,7 @@ changes the numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,11 +42,16 @@ class _Track:
                 del values[:-keep]
 
 
-def _slope(t: np.ndarray, v: np.ndarray) -> float:
-    """Least-squares slope of v over t (both 1-d, len >= 2, t not all equal)."""
-    tc = t - t.mean()
-    denom = float(tc @ tc)
-    return float(tc @ (v - v.mean()) / denom) if denom > 0 else float("nan")
+def slope(t: list[float], v: list[float]) -> float:
+    """Least-squares slope of v over t; NaN without 2 distinct times (plain Python: windows are tiny)."""
+    n = len(t)
+    if n < 2:
+        return float("nan")
+    tm, vm = sum(t) / n, sum(v) / n
+    den = sum((ti - tm) ** 2 for ti in t)
+    if den <= 0:
+        return float("nan")
+    return sum((ti - tm) * (vi - vm) for ti, vi in zip(t, v, strict=True)) / den
 
 
 class TrackHistory:
@@ -89,15 +95,14 @@ class TrackHistory:
             del self._tracks[k]
 
     def _kinematics(self, track: _Track) -> Kinematics:
-        n = len(track.t)
-        w = min(n, self.velocity_window)
-        t = np.asarray(track.t[-w:])
+        w = min(len(track.t), self.velocity_window)
+        t = track.t[-w:]
         h_now = track.h[-1]
         if w >= 2:
-            x, y, h = np.asarray(track.x[-w:]), np.asarray(track.y[-w:]), np.asarray(track.h[-w:])
-            h_mean = float(h.mean())
-            velocity = (_slope(t, x) / h_mean, _slope(t, y) / h_mean)
-            scale_rate = _slope(t, np.log(h))
+            h = track.h[-w:]
+            h_mean = sum(h) / w
+            velocity = (slope(t, track.x[-w:]) / h_mean, slope(t, track.y[-w:]) / h_mean)
+            scale_rate = slope(t, [math.log(v) for v in h])
         else:
             velocity, scale_rate = (float("nan"), float("nan")), float("nan")
         # dwell: time since the earliest sample from which on the object stayed near where it is now

@@ -10,7 +10,7 @@ import pytest
 from pipeline.config import AttributesConfig
 from pipeline.errors import PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, Embeddings, FlowField, Frame, ObjectAttributes, Poses
-from stages.attributes import POSE_DIM, AttributeExtractor, magnitude_edges, motion_histogram
+from stages.attributes import POSE_DIM, AttributeExtractor, box_flow, magnitude_edges, motion_histogram
 from stages.blobs import BlobIds, find_blobs
 from stages.track_history import TrackHistory
 
@@ -240,3 +240,17 @@ def test_camera_state_is_per_camera_and_freed() -> None:
     assert a.age[0] == 2 and a.speed[0] == pytest.approx(1.0)  # 3 px in 0.1 s over a 30 px box
     ex.drop_camera("a")
     assert ex.cameras == ("b",)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_box_flow_reads_the_grid_under_the_box(scale: float) -> None:
+    grid = np.zeros((round(240 * scale), round(360 * scale), 2), np.float32)
+    r1, r2, c1, c2 = (round(v * scale) for v in (100, 140, 200, 220))
+    grid[r1:r2, c1:c2] = (2.0, -1.0)
+    vectors = box_flow(
+        FlowField(grid, dt=0.1, scale=scale), (240, 360), np.array([200, 100, 220, 140], np.float32)
+    )
+    assert vectors.shape == ((r2 - r1) * (c2 - c1), 2) and (vectors == [2.0, -1.0]).all()
+    assert (
+        len(box_flow(FlowField(grid, 0.1, scale), (240, 360), np.array([400, 0, 420, 30], np.float32))) == 0
+    )
