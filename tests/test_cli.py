@@ -219,11 +219,11 @@ class Running:
 def start_vigil(tmp_path: Path) -> Iterator:
     started: list[Running] = []
 
-    def start(*args: str) -> Running:
+    def start(*args: str, env: dict[str, str] | None = None) -> Running:
         process = subprocess.Popen(
             [*VIGIL, *args],
             cwd=tmp_path,
-            env=env_for(),
+            env=env or env_for(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -327,3 +327,41 @@ def test_unexpected_error_is_one_line_unless_debug(
     assert len(errors) == 1 and "unexpected RuntimeError: disk on fire" in errors[0]
     assert ("Traceback" in err) == debug
     assert ("run with --debug for the traceback" in errors[0]) == (not debug)
+
+
+@pytest.mark.rtsp
+def test_watch_live_rtsp_camera_until_sigterm(tmp_path: Path, ped2: Path, start_vigil) -> None:
+    """`vigil watch` on a looping RTSP camera (password from the environment): live, then a clean stop."""
+    from rtsp_server import LoopbackCamera, gi_missing_reason
+
+    if (reason := gi_missing_reason()) is not None:
+        pytest.skip(reason)
+    secret = "pw-7f3a9c"
+    with LoopbackCamera(ped2 / "test" / "Test004.mp4").start() as camera:
+        url = camera.url.replace("rtsp://", "rtsp://viewer:${CAM_PASSWORD}@")
+        body = f"cameras:\n  - {{name: gate, url: '{url}', analysis_fps: 2}}\n"
+        cfg = write_config(tmp_path, body + "source: {open_timeout_s: 3, stall_timeout_s: 3}\n")
+        run = start_vigil("watch", "-c", str(cfg), env=env_for({"CAM_PASSWORD": secret}))
+        assert "mode=live" in run.wait_for(r"starting .*", timeout=120).group(0)
+        metrics_url = run.wait_for(r"serving metrics url=(\S+)", timeout=5).group(1)
+        run.wait_for(r"source connected", timeout=60)
+        deadline = time.monotonic() + 60
+        frames = 0.0
+        while frames < 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(metrics_url, timeout=5) as response:
+                found = re.search(
+                    r'vigil_source_frames_total\{camera="gate"\} (\S+)', response.read().decode()
+                )
+            frames = float(found.group(1)) if found else 0.0
+        assert frames >= 20, "the live camera delivered too few frames"
+        run.process.send_signal(signal.SIGTERM)
+        run.process.wait(timeout=30)
+        for reader in run.readers:
+            reader.join(5)
+    stderr = "".join(run.stderr)
+    assert run.process.returncode == 0, stderr
+    assert secret not in stderr + "".join(run.stdout)
+    decoded, completed = summary_frames(stderr)["gate"]
+    assert decoded >= 20 and completed <= decoded
+    store_consistent(tmp_path / "events.db")
