@@ -138,12 +138,14 @@ class Explainer:
             )
         if a == "unexplained_motion":
             f = float(attrs.flow_speed[i])
+            q, level = m.quantities["blob_flow"].lookup(cell, kk)
+            normal = f"flow <= {q[0][Q99]:.2f} (99th pct)"
+            if level[0] == 3:
+                normal = "no unexplained motion in training"
             return Reason(
                 a,
                 f"flow {f:.2f} region-heights/s",
-                "no such moving region here in training"
-                if not m.quantities["blob_flow"].all_n
-                else "smaller",
+                normal,
                 score,
                 f"something moves here ({f:.1f} region-heights/s) that no detected object explains",
             )

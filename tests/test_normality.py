@@ -293,3 +293,13 @@ def test_fit_on_real_ped2_clips(ped2: Path, tmp_path: Path) -> None:
     assert scores[-1].attribute_names == ATTRIBUTES
     assert np.median([s.frame_score for s in scores]) < 4  # its own (normal) footage
     assert time.monotonic() - started < 120
+
+
+def test_unexplained_motion_never_seen_scores_high(model: NormalityModel) -> None:
+    blob = Walker(-5, cls="person", is_blob=True, speed=2.0, height=0.05, aspect=1.0)
+    scores, _ = scores_of(model, [Walker(1), blob])
+    row = int(np.flatnonzero(scores.track_id == -5)[0])
+    values = scores.attribute_scores[row]
+    applicable = {a for a, v in zip(scores.attribute_names, values, strict=True) if np.isfinite(v)}
+    assert "class_in_place" in applicable and "speed" not in applicable and "pose" not in applicable
+    assert scores.object_score[row] > 3  # no moving region without a detection was seen in training
