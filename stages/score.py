@@ -1,4 +1,11 @@
-"""ScoreStage: every object's attributes judged against its camera's normality model."""
+"""ScoreStage: every object's attributes judged against its camera's normality model.
+
+Per object, each attribute's raw score is calibrated to -log10(tail probability under held-out
+normal data). The object score combines them (`scoring.combine`: the max, or the mean of the top
+two) and calibrates that statistic again on the same held-out objects, so "3" means one normal
+object in a thousand scores higher, whatever the number of attributes. Frame score = max over
+objects (0 with none); `smoothed_score` = causal trailing mean over `smoothing_frames` frames.
+"""
 
 from __future__ import annotations
 
