@@ -115,6 +115,12 @@ class DetectorConfig(Section):
     track_high_thresh: float = Field(0.25, ge=0, le=1, description="ByteTrack first-stage confidence")
     new_track_thresh: float = Field(0.25, ge=0, le=1, description="confidence needed to start a track")
     track_buffer: int = Field(30, ge=1, le=10_000, description="frames (at 30 fps) a lost track is kept")
+    every_k_frames: int = Field(
+        2, ge=1, le=10, description="detector runs every k-th analysed frame; boxes follow the flow between"
+    )
+    inference_threads: int = Field(
+        0, ge=0, le=256, description="OpenVINO INFERENCE_NUM_THREADS of an OpenVINO export; 0: its default"
+    )
 
 
 class PoseConfig(Section):
@@ -127,6 +133,7 @@ class PoseConfig(Section):
     )
     batch: int = Field(16, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
+    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
 
 
 class AppearanceConfig(Section):
@@ -136,6 +143,8 @@ class AppearanceConfig(Section):
     crop_size: int = Field(64, ge=32, le=512, description="box crops are resized to this (multiple of 32)")
     layer: int = Field(8, ge=0, le=10, description="backbone layer whose output is pooled")
     batch: int = Field(32, ge=1, le=256)
+    every_k_frames: int = Field(2, ge=1, le=100, description="re-embed a track every k-th frame (cached)")
+    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
 
 
 class FlowConfig(Section):

@@ -4,6 +4,13 @@ Tracking uses ultralytics' `BYTETracker` fed with our own detections rather than
 because `YOLO.track(persist=True)` keeps a single tracker inside the model object and so cannot serve
 several cameras with one model. Only tracked boxes leave the stage: a low-confidence box that no
 track claims is dropped, and boxes keep the detector's coordinates (not the Kalman estimate).
+
+With `every_k_frames` = k > 1 the detector runs on every k-th analysed frame of a camera only. On the
+frames between, the last tracked boxes are moved by the median optical flow of their central part
+(the flow stage then runs before this one: the stage needs "flow"); ids, classes and confidences
+(the last real ones) stay. Flow rather than the tracker's Kalman prediction: the flow is measured on
+this very frame, so it follows people who stop, turn or start, which a constant-velocity guess made
+from 10 fps boxes does not; the tracker sees only real detections, one update per detector run.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from ultralytics.engine.results import Boxes
 from ultralytics.trackers.byte_tracker import BYTETracker
 
 from pipeline.config import DetectorConfig
-from pipeline.errors import PacketError
-from pipeline.packets import Detections, FramePacket, SourceEvent
+from pipeline.errors import ConfigError, PacketError
+from pipeline.packets import Detections, FlowField, FramePacket, SourceEvent
 from pipeline.stage import Stage
+from stages.attributes import box_flow
 from stages.yolo_loading import LoadedModel, load_yolo
 
 
@@ -61,7 +69,7 @@ class Detector:
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> Detector:
-        loaded = load_yolo(cfg.model, "detect", cfg.device, cfg.imgsz)
+        loaded = load_yolo(cfg.model, "detect", cfg.device, cfg.imgsz, cfg.inference_threads)
         return cls(loaded, cfg.imgsz, cfg.confidence, cfg.iou, cfg.classes, cfg.tiles)
 
     @property
@@ -170,6 +178,42 @@ class Tracker:
         )
 
 
+def follow_flow(
+    dets: Detections, flow: FlowField, frame_size: tuple[int, int], core: float = 0.5
+) -> Detections:
+    """`dets` moved by the median flow inside the central `core` share of each box (same ids)."""
+    moved = dets.xyxy.copy()
+    if flow.valid:
+        half = (1.0 - core) / 2
+        for i, (x1, y1, x2, y2) in enumerate(dets.xyxy.tolist()):
+            w, h = x2 - x1, y2 - y1
+            inner = np.array([x1 + half * w, y1 + half * h, x2 - half * w, y2 - half * h], np.float32)
+            vectors = box_flow(flow, frame_size, inner)
+            if len(vectors) == 0:
+                vectors = box_flow(flow, frame_size, dets.xyxy[i])
+            if len(vectors):
+                dx, dy = np.median(vectors, axis=0)
+                moved[i] += np.array([dx, dy, dx, dy], np.float32)
+    height, width = frame_size
+    moved[:, [0, 2]] = np.clip(moved[:, [0, 2]], 0, width)
+    moved[:, [1, 3]] = np.clip(moved[:, [1, 3]], 0, height)
+    keep = (moved[:, 2] - moved[:, 0] >= 1) & (moved[:, 3] - moved[:, 1] >= 1)  # left the picture
+    return Detections(
+        xyxy=moved[keep],
+        class_id=dets.class_id[keep],
+        confidence=dets.confidence[keep],
+        track_id=dets.track_id[keep],
+        class_names=dets.class_names,
+    )
+
+
+@dataclass(slots=True)
+class _Camera:
+    tracker: Tracker
+    last: Detections | None = None  # the last frame's output, moved along by the flow
+    since_detect: int = 0  # analysed frames since the detector last ran
+
+
 class DetectStage(Stage):
     """Detections with per-camera track ids; frames of several cameras share one batched model call."""
 
@@ -178,13 +222,22 @@ class DetectStage(Stage):
     provides = ("detections",)
 
     def __init__(
-        self, detector: Detector, tracker: TrackerSettings | None = None, max_batch: int = 1
+        self,
+        detector: Detector,
+        tracker: TrackerSettings | None = None,
+        max_batch: int = 1,
+        every_k_frames: int = 1,
     ) -> None:
+        if every_k_frames < 1:
+            raise ConfigError(f"detector.every_k_frames: expected >= 1, got {every_k_frames}")
         self.detector = detector
         self.tracker_settings = tracker or TrackerSettings()
         limit = detector.max_batch
         self.max_batch = max_batch if limit is None else min(max_batch, max(1, limit // detector.tiles))
-        self._trackers: dict[str, Tracker] = {}
+        self.every_k_frames = every_k_frames
+        if every_k_frames > 1:  # instance attribute: the graph builder reads it from the object
+            self.needs = ("frame", "flow")  # type: ignore[misc]
+        self._cameras: dict[str, _Camera] = {}
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> DetectStage:
@@ -194,29 +247,55 @@ class DetectStage(Stage):
             new_track_thresh=cfg.new_track_thresh,
             track_buffer=cfg.track_buffer,
         )
-        return cls(Detector.from_config(cfg), settings, cfg.batch)
+        return cls(Detector.from_config(cfg), settings, cfg.batch, cfg.every_k_frames)
+
+    def _new_camera(self, fps: float) -> _Camera:
+        # the tracker is updated once per detector run: its buffer counts those updates
+        return _Camera(Tracker(self.tracker_settings, fps / self.every_k_frames))
 
     def on_source_added(self, event: SourceEvent) -> None:
-        self._trackers[event.camera] = Tracker(self.tracker_settings, event.fps or 10.0)
+        self._cameras[event.camera] = self._new_camera(event.fps or 10.0)
 
     def on_source_eos(self, event: SourceEvent) -> None:
-        self._trackers.pop(event.camera, None)
+        self._cameras.pop(event.camera, None)
 
-    def _tracker(self, camera: str, fps: float) -> Tracker:
+    def _camera(self, camera: str, fps: float) -> _Camera:
         # a camera whose "added" event was not seen (e.g. a stage used outside the runner) gets one now
-        if camera not in self._trackers:
-            self._trackers[camera] = Tracker(self.tracker_settings, fps)
-        return self._trackers[camera]
+        if camera not in self._cameras:
+            self._cameras[camera] = self._new_camera(fps)
+        return self._cameras[camera]
 
     def process(self, packet: FramePacket) -> None:
         self.process_batch([packet])
 
     def process_batch(self, packets: list[FramePacket]) -> None:
-        raw = self.detector.detect([p.frame.image for p in packets])
-        for packet, dets in zip(packets, raw, strict=True):
+        # decide first (in frame order: several frames of one camera may share a batch), then run the
+        # detector once on the frames that need it, then track/carry in frame order
+        plan: list[bool] = []
+        pending: dict[str, bool] = {}  # camera -> "has a last result" within this batch
+        since: dict[str, int] = {}
+        for p in packets:
+            cam = self._camera(p.frame.camera, p.frame.fps)
+            camera = p.frame.camera
+            has_last = pending.get(camera, cam.last is not None)
+            count = since.get(camera, cam.since_detect)
+            flow_ok = p.flow is not None and p.flow.valid
+            due = self.every_k_frames == 1 or not has_last or count + 1 >= self.every_k_frames or not flow_ok
+            plan.append(due)
+            pending[camera], since[camera] = True, 0 if due else count + 1
+        raw = iter(self.detector.detect([p.frame.image for p, due in zip(packets, plan, strict=True) if due]))
+        for packet, due in zip(packets, plan, strict=True):
             f = packet.frame
-            packet.detections = self._tracker(f.camera, f.fps).update(dets, (f.height, f.width))
+            cam = self._camera(f.camera, f.fps)
+            if due:
+                cam.last = cam.tracker.update(next(raw), (f.height, f.width))
+                cam.since_detect = 0
+            else:
+                assert cam.last is not None and packet.flow is not None  # guaranteed by the plan
+                cam.last = follow_flow(cam.last, packet.flow, (f.height, f.width))
+                cam.since_detect += 1
+            packet.detections = cam.last
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        return tuple(self._trackers)
+        return tuple(self._cameras)

@@ -62,11 +62,18 @@ def _read_metadata(path: Path) -> dict[str, object]:
     return data
 
 
-def load_yolo(path: str, task: str | tuple[str, ...], device: str, imgsz: int | None = None) -> LoadedModel:
+def load_yolo(
+    path: str,
+    task: str | tuple[str, ...],
+    device: str,
+    imgsz: int | None = None,
+    inference_threads: int = 0,
+) -> LoadedModel:
     """Load a YOLO model for `task` ("detect", "pose", or a tuple of accepted tasks) from `path`.
 
     A bare name that is not a file (e.g. "yolo11n.pt") is left to ultralytics to download unless
-    YOLO_OFFLINE is set; any other missing path is an error.
+    YOLO_OFFLINE is set; any other missing path is an error. `inference_threads` > 0 recompiles an
+    OpenVINO export with that INFERENCE_NUM_THREADS (this model only; other formats reject it).
     """
     p = Path(path).expanduser()
     offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -107,4 +114,23 @@ def load_yolo(path: str, task: str | tuple[str, ...], device: str, imgsz: int | 
         raise ModelError(
             f"{path}: export has a static {static_imgsz}x{static_imgsz} input but config asks imgsz={imgsz}"
         )
+    if inference_threads > 0:
+        if not (p.is_dir() and p.name.endswith("_openvino_model")):
+            raise ModelError(f"{path}: inference_threads applies to OpenVINO exports only")
+        _openvino_threads(model, p, static_imgsz or imgsz or 640, dev, inference_threads)
     return LoadedModel(model, str(path), str(model.task), names, dev, static_imgsz, max_batch)
+
+
+def _openvino_threads(model: YOLO, folder: Path, imgsz: int, device: str, threads: int) -> None:
+    """Recompile the OpenVINO network of `model` with INFERENCE_NUM_THREADS = `threads`."""
+    import numpy as np
+
+    # ultralytics builds its backend on the first predict; build it, then swap the compiled model
+    model.predict(np.zeros((imgsz, imgsz, 3), np.uint8), imgsz=imgsz, device=device, verbose=False)
+    backend = getattr(getattr(model.predictor, "model", None), "backend", None)
+    if backend is None or not hasattr(backend, "compile_model"):
+        raise ModelError(f"{folder}: cannot set inference_threads (no OpenVINO backend found)")
+    xml = next(folder.glob("*.xml"))
+    ov_model = backend.ov.Core().read_model(model=str(xml), weights=xml.with_suffix(".bin"))
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    backend.ov_compiled_model = backend.compile_model(ov_model, config=config)
