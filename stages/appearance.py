@@ -5,6 +5,9 @@ PyTorch YOLO model only (no neck, no head) in one batched call per frame; the ch
 is global-average-pooled and L2-normalised. A COCO backbone separates "person-like" from
 "bicycle/cart-like" appearance well, which is what the normality model needs from this attribute;
 it is not a re-identification model.
+
+The stage re-embeds a track every `every_k_frames` frames and reuses its cached vector between
+(appearance of a tracked object changes slowly); all due boxes of a frame go in one batch.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import torch
 
 from pipeline.config import AppearanceConfig
 from pipeline.errors import ModelError, PacketError
-from pipeline.packets import Embeddings, FramePacket
+from pipeline.packets import Embeddings, FramePacket, SourceEvent
 from pipeline.stage import Stage
 from stages.detect import check_image
+from stages.pose import set_torch_threads
 from stages.yolo_loading import LoadedModel, load_yolo
 
 
@@ -82,26 +86,61 @@ class AppearanceEncoder:
 
 
 class AppearanceStage(Stage):
-    """An embedding per tracked box (all classes)."""
+    """An embedding per tracked box (all classes), re-computed per track every `every_k_frames` frames."""
 
     name = "appearance"
     needs = ("frame", "detections")
     provides = ("appearance",)
 
-    def __init__(self, encoder: AppearanceEncoder) -> None:
+    def __init__(self, encoder: AppearanceEncoder, every_k_frames: int = 1, torch_threads: int = 0) -> None:
+        if every_k_frames < 1:
+            raise ModelError(f"appearance.every_k_frames: expected >= 1, got {every_k_frames}")
         self.encoder = encoder
+        self.every_k_frames = every_k_frames
+        self.torch_threads = torch_threads
+        # camera -> track id -> (frame index of the embedding, vector)
+        self._cache: dict[str, dict[int, tuple[int, np.ndarray]]] = {}
 
     @classmethod
     def from_config(cls, cfg: AppearanceConfig) -> AppearanceStage:
-        return cls(AppearanceEncoder.from_config(cfg))
+        return cls(AppearanceEncoder.from_config(cfg), cfg.every_k_frames, cfg.torch_threads)
+
+    def on_start(self) -> None:
+        set_torch_threads(self.torch_threads)
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        self._cache[event.camera] = {}
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self._cache.pop(event.camera, None)
 
     def process(self, packet: FramePacket) -> None:
         dets = packet.detections
         if dets is None:
             raise PacketError("AppearanceStage: packet has no detections (is the detect stage in the graph?)")
+        index = packet.frame.index
+        cache = self._cache.setdefault(packet.frame.camera, {})
         rows = np.flatnonzero(dets.track_id >= 0)
+        tids = [int(t) for t in dets.track_id[rows]]
+        due = [
+            k
+            for k, t in enumerate(tids)
+            if (c := cache.get(t)) is None or not 0 <= index - c[0] < self.every_k_frames
+        ]
+        if due:
+            fresh = self.encoder.encode(packet.frame.image, dets.xyxy[rows[due]])
+            for k, vector in zip(due, fresh, strict=True):
+                cache[tids[k]] = (index, vector)
+        live = set(tids)
+        for t in [t for t, (i, _) in cache.items() if t not in live and index - i > 10 * self.every_k_frames]:
+            del cache[t]
+        vectors = (
+            np.stack([cache[t][1] for t in tids]).astype(np.float32, copy=False)
+            if tids
+            else np.zeros((0, self.encoder.dim), np.float32)
+        )
         packet.appearance = Embeddings(
             detection_index=rows.astype(np.int64),
             track_id=dets.track_id[rows].astype(np.int64),
-            vectors=self.encoder.encode(packet.frame.image, dets.xyxy[rows]),
+            vectors=vectors,
         )

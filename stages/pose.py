@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.config import PoseConfig
 from pipeline.errors import PacketError
@@ -147,6 +148,16 @@ class PoseEstimator:
         return kps, confs
 
 
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op pool size (process-wide: it is one pool); 0 leaves it alone.
+
+    On a small CPU the runner already runs stages in parallel, so one thread per torch call avoids
+    pools that fight each other and OpenVINO's for the same cores.
+    """
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @dataclass(slots=True)
 class _CachedPose:
     frame_index: int
@@ -162,16 +173,24 @@ class PoseStage(Stage):
     provides = ("poses",)
 
     def __init__(
-        self, estimator: PoseEstimator, every_k_frames: int = 1, person_class: str = "person"
+        self,
+        estimator: PoseEstimator,
+        every_k_frames: int = 1,
+        person_class: str = "person",
+        torch_threads: int = 0,
     ) -> None:
         self.estimator = estimator
         self.every_k_frames = every_k_frames
         self.person_class = person_class
+        self.torch_threads = torch_threads
         self._cache: dict[str, dict[int, _CachedPose]] = {}
 
     @classmethod
     def from_config(cls, cfg: PoseConfig) -> PoseStage:
-        return cls(PoseEstimator.from_config(cfg), cfg.every_k_frames)
+        return cls(PoseEstimator.from_config(cfg), cfg.every_k_frames, torch_threads=cfg.torch_threads)
+
+    def on_start(self) -> None:
+        set_torch_threads(self.torch_threads)
 
     def on_source_added(self, event: SourceEvent) -> None:
         self._cache[event.camera] = {}

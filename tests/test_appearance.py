@@ -12,7 +12,7 @@ from conftest import DETECTOR, PED2, POSE
 from pipeline.config import AppearanceConfig, DetectorConfig, PoseConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.harness import FramesSource, run_stages
-from pipeline.packets import Frame
+from pipeline.packets import Detections, Frame, FramePacket, SourceEvent
 from pipeline.runner import RunnerOptions
 from stages.appearance import AppearanceEncoder, AppearanceStage
 from stages.detect import DetectStage
@@ -80,7 +80,8 @@ def test_three_stages_in_the_runner(encoder: AppearanceEncoder) -> None:
     """detect -> pose, appearance over 12 Ped2 frames plus a black frame, through the real runner."""
     images = [*decode("Test004", 160, 172), np.zeros((240, 360, 3), np.uint8)]
     frames = [Frame("ped2", i, i / 10.0, im, time.time()) for i, im in enumerate(images)]
-    detect = DetectStage.from_config(DetectorConfig(model=str(DETECTOR), device="cpu"))
+    # the detector on every frame: this graph has no flow stage to carry boxes between runs
+    detect = DetectStage.from_config(DetectorConfig(model=str(DETECTOR), device="cpu", every_k_frames=1))
     pose = PoseStage.from_config(PoseConfig(model=str(POSE), device="cpu", every_k_frames=2))
     appearance = AppearanceStage(encoder)
     # replay is lossless; a generous drain timeout because a shared 2-core CI box can be slow
@@ -102,3 +103,36 @@ def test_three_stages_in_the_runner(encoder: AppearanceEncoder) -> None:
     assert last.appearance is not None and len(last.appearance) == 0
     # per-camera state was freed at end of stream
     assert detect.cameras == () and "ped2" not in pose._cache
+
+
+def test_every_k_reuses_cached_embeddings(encoder: AppearanceEncoder, image: np.ndarray) -> None:
+    names = ("person", "bicycle")
+
+    def packet(index: int, shift: int, rows: int) -> FramePacket:
+        boxes = np.array([*PEOPLE[:rows], BICYCLE], np.float32) + shift
+        dets = Detections(
+            xyxy=boxes,
+            class_id=np.array([0] * rows + [1], np.int32),
+            confidence=np.full(rows + 1, 0.8, np.float32),
+            track_id=np.array([*range(10, 10 + rows), 99], np.int64),
+            class_names=names,
+        )
+        # same picture, boxes moved: the crops (and so the embeddings) change
+        return FramePacket(Frame("cam", index, index / 10, image, time.time()), detections=dets)
+
+    stage = AppearanceStage(encoder, every_k_frames=2)
+    stage.on_source_added(SourceEvent("cam", "added"))
+    a, b, c = packet(0, 0, 2), packet(1, 2, 3), packet(2, 4, 3)
+    for p in (a, b, c):
+        stage.process(p)
+    assert a.appearance is not None and b.appearance is not None and c.appearance is not None
+    assert b.appearance.track_id.tolist() == [10, 11, 12, 99]
+    # frame 1: the old tracks reuse frame 0's vectors; the new track (12) is embedded now
+    np.testing.assert_array_equal(b.appearance.vectors[[0, 1, 3]], a.appearance.vectors)
+    fresh = encoder.encode(b.frame.image, b.detections.xyxy[[2]])  # type: ignore[union-attr]
+    np.testing.assert_allclose(b.appearance.vectors[2], fresh[0], atol=1e-5)
+    # frame 2: tracks 10, 11, 99 are due again (k=2), 12 is not
+    assert not np.array_equal(c.appearance.vectors[0], a.appearance.vectors[0])
+    np.testing.assert_array_equal(c.appearance.vectors[2], b.appearance.vectors[2])
+    stage.on_source_eos(SourceEvent("cam", "eos"))
+    assert "cam" not in stage._cache

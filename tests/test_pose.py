@@ -109,3 +109,16 @@ def test_stage_tracked_persons_only_and_reuse(
     assert black.poses is not None and len(black.poses) == 0
     stage.on_source_eos(SourceEvent("cam", "eos"))
     assert "cam" not in stage._cache
+
+
+def test_torch_threads_set_on_start(estimator: PoseEstimator) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        PoseStage(estimator, torch_threads=1).on_start()
+        assert torch.get_num_threads() == 1
+        PoseStage(estimator).on_start()  # 0: left alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
