@@ -145,6 +145,12 @@ class Runner:
         for t in feeders:
             t.join(max(0.0, deadline - time.monotonic()))
         self.ingress.close()
+        while not self.stop.is_set() and any(t.is_alive() for t in [*workers, finisher]):
+            # the sources ended by themselves (replay): finish every queued frame; the drain
+            # timeout only bounds shutdown after a stop, counted from when it arrives
+            self.stop.wait(self.options.poll_s)
+            self._update_depths()
+            deadline = time.monotonic() + self.options.drain_timeout_s
         for t in [*workers, finisher]:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():

@@ -251,3 +251,15 @@ def test_stop_event_ends_a_live_run_promptly() -> None:
     assert time.monotonic() - t0 < 4.0
     assert report.clean_shutdown
     assert recorder.seen[0] == ("added", "live", -1) and recorder.seen[-1] == ("eos", "live", -1)
+
+
+def test_replay_that_ends_by_itself_finishes_every_frame_whatever_the_drain_timeout() -> None:
+    """The drain timeout bounds shutdown on a stop; a replay whose files ended keeps every queued frame."""
+    packets, report = run_stages(
+        [Detect(delay_s=0.05)],
+        [FramesSource("cam", frames("cam", 60))],
+        options=RunnerOptions(live=False, drain_timeout_s=0.3),
+    )
+    assert report.frames_completed == {"cam": 60}
+    assert report.clean_shutdown
+    assert [p.frame.index for p in packets] == list(range(60))
