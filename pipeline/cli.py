@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from pipeline.commands import eval as eval_command
 from pipeline.commands import fit as fit_command
@@ -128,8 +128,9 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     metrics = Metrics()
     sinks: list[EventSink] = []
     delivery: Delivery | None = None
+    events_on_stdout = config.sinks.jsonl.enabled and config.sinks.jsonl.path == "-"
     try:
-        with _stop_on_signals(stop):
+        with _stop_on_signals(stop), _stdout_for_events_only(events_on_stdout) as events_stream:
             if config.http.enabled:
                 server = MetricsServer(
                     metrics,
@@ -139,7 +140,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                     token=_token(config),
                 )
                 server.start(stop)
-            sinks = make_sinks(config)
+            sinks = make_sinks(config, events_stream)
             delivery = Delivery.from_config(config, [c.name for c in cameras], metrics)
             if delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
                 delivery.start()
@@ -176,14 +177,15 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     return EXIT_SOURCE_FAILED if report.source_errors else EXIT_OK
 
 
-def make_sinks(config: VigilConfig) -> list[EventSink]:
+def make_sinks(config: VigilConfig, stdout: TextIO | None = None) -> list[EventSink]:
+    """The configured local sinks; `stdout` is where JSONL path "-" writes (default sys.stdout)."""
     from pipeline.sinks.delivery import outbox_sink_names
     from pipeline.sinks.jsonl import JsonlSink
     from pipeline.sinks.sqlite import SqliteEventStore
 
     sinks: list[EventSink] = []
     if config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path))
+        sinks.append(JsonlSink(config.sinks.jsonl.path, stream=stdout))
     if config.sinks.sqlite.enabled:
         sinks.append(SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks)))
     return sinks
@@ -270,6 +272,30 @@ def _is_rtsp(camera: CameraConfig) -> bool:
 def _camera_name(path: Path) -> str:
     stem = path.stem if path.is_file() else path.name
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64] or "camera"
+
+
+@contextmanager
+def _stdout_for_events_only(enabled: bool) -> Iterator[TextIO | None]:
+    """While running, file descriptor 1 carries only the JSONL events.
+
+    Libraries print banners to stdout (ultralytics: "Loading ... for OpenVINO inference..."), which
+    would corrupt the event stream; everything but the events goes to stderr meanwhile.
+    """
+    if not enabled:
+        yield None
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    events = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    try:
+        yield events
+    finally:
+        sys.stdout.flush()
+        events.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        events.close()
 
 
 @contextmanager

@@ -169,14 +169,17 @@ def test_corrupt_video_file(tmp_path: Path) -> None:
 
 def test_replay_ped2_clip_counts_every_frame(tmp_path: Path, ped2: Path) -> None:
     clip = ped2 / "test" / "Test004.mp4"
-    cfg = write_config(tmp_path, analysed_cameras("cam4", fps=2.0), drain_timeout_s=300)
-    result = vigil("replay", str(clip), "-c", str(cfg), "--camera", "cam4", cwd=tmp_path, timeout=600)
+    cfg = write_config(tmp_path, analysed_cameras("cam4", fps=2.0))
+    env = {k: v for k, v in env_for().items() if k != "YOLO_VERBOSE"}  # as in a user's shell: banners on
+    result = vigil(
+        "replay", str(clip), "-c", str(cfg), "--camera", "cam4", cwd=tmp_path, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     n = clip_length("Test004")
     assert summary_frames(result.stderr) == {"cam4": (n, n)}
-    # events: the same messages on stdout (JSONL) and in the store, as many as the summary says
-    stdout_events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    # events: the same messages on stdout (JSONL only) and in the store, as many as the summary says
+    stdout_events = [json.loads(line) for line in result.stdout.splitlines()]
     assert store_consistent(tmp_path / "events.db") == stdout_events
     assert len(stdout_events) == summary_events(result.stderr)
 

@@ -44,5 +44,5 @@ class JsonlSink(EventSink):
             self._closed = True
             if self._owned:
                 self._out.close()
-            else:
+            elif not self._out.closed:  # a borrowed stream (stdout) is flushed, not closed
                 self._out.flush()
