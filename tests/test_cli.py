@@ -368,3 +368,15 @@ def test_watch_live_rtsp_camera_until_sigterm(tmp_path: Path, ped2: Path, start_
     decoded, completed = summary_frames(stderr)["gate"]
     assert decoded >= 20 and completed <= decoded
     store_consistent(tmp_path / "events.db")
+
+
+def test_metrics_token_variable_must_be_set(tmp_path: Path, ped2: Path) -> None:
+    cfg = write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text().replace("http:\n  port: 0\n", "http:\n  port: 0\n  token_env: VIGIL_TEST_TOKEN\n")
+    )
+    result = vigil("replay", str(ped2 / "test" / "Test001.mp4"), "-c", str(cfg), cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [
+        "vigil: error: http.token_env: environment variable VIGIL_TEST_TOKEN is not set"
+    ]
