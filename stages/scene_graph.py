@@ -56,8 +56,13 @@ def on_top(person: np.ndarray, vehicle: np.ndarray) -> float:
 
 @dataclass(slots=True)
 class _PairHistory:
-    t: list[float] = field(default_factory=list)
+    """What one camera remembers about a pair of tracks."""
+
+    last: float  # when the pair was last seen
+    t: list[float] = field(default_factory=list)  # recent distances (box-heights) and their times
     d: list[float] = field(default_factory=list)
+    ride_motion: float = 0.0  # "moving with it, faster than a walk", decayed since `ride_t`
+    ride_t: float = float("-inf")
 
 
 class RelationBuilder:
@@ -126,7 +131,8 @@ class RelationBuilder:
                     emit(a, b, "moving_away", grade(rate, cfg.approach_rate, 2 * cfg.approach_rate), True)
                 for p, v in ((a, b), (b, a)):
                     if labels[p] == "person" and labels[v] in rideable:
-                        self._ride(p, v, xyxy, v_px, flow_px, h_px, emit)
+                        hist = self._pair(pairs, (id_l[p], id_l[v]), t)
+                        self._ride(p, v, xyxy, v_px, flow_px, h_px, hist, t, emit)
         self._expire(pairs, t)
         return SceneGraph(
             node_ids=ids,
@@ -145,6 +151,8 @@ class RelationBuilder:
         v_px: np.ndarray,
         flow_px: np.ndarray,
         h_px: np.ndarray,
+        hist: _PairHistory,
+        t: float,
         emit: Emit,
     ) -> None:
         cfg = self.config
@@ -161,13 +169,19 @@ class RelationBuilder:
             together = grade(abs(fs_p - fs_v) / h, cfg.ride_speed_tol, 0.0)
             speed = min(fs_p, fs_v) / h
         moving = grade(speed, cfg.ride_min_speed, 2 * cfg.ride_min_speed)
-        emit(p, v, "riding", min(on, together, moving), False)
+        # riding is a state: a noisy frame (a young track's jittery box) should not break it at once,
+        # so the motion evidence decays with time constant `ride_memory_s` instead of vanishing
+        motion = min(together, moving)
+        if cfg.ride_memory_s > 0 and t > hist.ride_t:
+            motion = max(motion, hist.ride_motion * math.exp(-(t - hist.ride_t) / cfg.ride_memory_s))
+        hist.ride_motion, hist.ride_t = motion, t
+        emit(p, v, "riding", min(on, motion), False)
 
     def _distance_rate(
         self, pairs: dict[tuple[int, int], _PairHistory], key: tuple[int, int], t: float, d: float
     ) -> float:
         """Slope (box-heights/s) of the pair's distance over the last `history_frames` samples."""
-        hist = pairs.setdefault(key, _PairHistory())
+        hist = self._pair(pairs, key, t)
         if hist.t and t <= hist.t[-1]:
             hist.t.clear()
             hist.d.clear()
@@ -179,8 +193,16 @@ class RelationBuilder:
             return float("nan")
         return slope(hist.t, hist.d)
 
+    @staticmethod
+    def _pair(pairs: dict[tuple[int, int], _PairHistory], key: tuple[int, int], t: float) -> _PairHistory:
+        hist = pairs.get(key)
+        if hist is None:
+            hist = pairs[key] = _PairHistory(last=t)
+        hist.last = t
+        return hist
+
     def _expire(self, pairs: dict[tuple[int, int], _PairHistory], now: float) -> None:
-        stale = [k for k, h in pairs.items() if not 0 <= now - h.t[-1] <= self.expiry_s]
+        stale = [k for k, h in pairs.items() if not 0 <= now - h.last <= self.expiry_s]
         for k in stale:
             del pairs[k]
 

@@ -81,8 +81,12 @@ class TrackHistory:
     def update(self, track_id: int, t: float, ground_px: tuple[float, float], height_px: float) -> Kinematics:
         """Record track `track_id` at time `t` (seconds) and return its kinematics."""
         track = self._tracks.get(track_id)
-        if track is None or (track.t and t <= track.t[-1]):  # new, or the clock went back: restart it
+        if track is None or (track.t and t < track.t[-1]):  # new, or the clock went back: restart it
             track = self._tracks[track_id] = _Track()
+        elif track.t and t == track.t[-1]:  # seen twice in one frame: the later sighting replaces it
+            for values in (track.t, track.x, track.y, track.h):
+                values.pop()
+            track.age -= 1
         track.append(
             t, float(ground_px[0]), float(ground_px[1]), max(float(height_px), 1e-6), self.max_samples
         )

@@ -102,6 +102,15 @@ def test_first_sighting_has_no_kinematics_and_untracked_has_no_history() -> None
     assert b.age.tolist() == [2, 1]
 
 
+def test_clock_going_back_restarts_a_track_and_a_repeat_replaces() -> None:
+    hist = TrackHistory(velocity_window=3)
+    for i in range(3):
+        hist.update(1, i / 10, (10.0 * i, 0.0), 10.0)
+    assert hist.update(1, 0.2, (25.0, 0.0), 10.0).age == 3  # same time again: replaces the last sample
+    restarted = hist.update(1, 0.0, (0.0, 0.0), 10.0)
+    assert restarted.age == 1 and np.isnan(restarted.velocity).all()
+
+
 def test_tracks_expire() -> None:
     hist = TrackHistory(velocity_window=3, expiry_s=1.0)
     hist.update(1, 0.0, (0.0, 0.0), 10.0)
