@@ -1,0 +1,197 @@
+"""Perception graph speed: the full graph through the real Runner (replay) vs the naive ultralytics loop.
+
+detect -> pose -> appearance -> flow -> attributes -> scene_graph, built by `stages.factory`, replayed
+losslessly from a file; per-stage ms/frame come from the runner's `vigil_stage_latency_seconds`
+histogram (sum / count), end-to-end analysed fps from the run's wall time (models loaded and warmed
+up before the clock starts, as for the naive loop). The naive loop (`bench/naive.py`: `track` +
+full-frame pose on every frame, same weights) runs on the same frames in the same process run.
+
+    python -m bench.bench_perception [--clips Test004 640x360] [--detect-k 2] [--out PATH.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import av
+
+from bench.clips import make_640x360
+from bench.naive import naive_loop
+from pipeline.config import VigilConfig
+from pipeline.graph import build_graph
+from pipeline.harness import FramesSource
+from pipeline.metrics import Metrics
+from pipeline.packets import Frame
+from pipeline.runner import Runner, RunnerOptions
+from pipeline.sources.file import FileSource
+from stages.factory import perception_stages
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared"))
+PED2 = SHARED / "data" / "ucsd_ped2" / "test"
+MODELS = SHARED / "models"
+
+
+def config(args: argparse.Namespace) -> VigilConfig:
+    raw = {
+        "detector": {"model": str(MODELS / "yolo11n_int8_openvino_model"), "device": args.device},
+        "pose": {"model": str(MODELS / "yolo11n-pose.pt"), "device": args.device},
+        "appearance": {"model": str(MODELS / "yolo11n-pose.pt"), "device": args.device},
+    }
+    if args.detect_k is not None:
+        raw["detector"]["every_k_frames"] = args.detect_k
+    if args.appearance_k is not None:
+        raw["appearance"]["every_k_frames"] = args.appearance_k
+    if args.torch_threads is not None:
+        raw["pose"]["torch_threads"] = raw["appearance"]["torch_threads"] = args.torch_threads
+    if args.ov_threads is not None:
+        raw["detector"]["inference_threads"] = args.ov_threads
+    return VigilConfig.model_validate(raw)
+
+
+def warm_up(stages: list, clip: Path) -> None:  # type: ignore[type-arg]
+    """Load models and run a few frames through fresh per-camera state (then dropped by EOS)."""
+    with av.open(str(clip)) as c:
+        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(3), c.decode(video=0), strict=False)]
+    frames = [Frame("warmup", i, i / 10, im, time.time(), fps=10.0) for i, im in enumerate(images)]
+    runner = Runner(build_graph(stages), [FramesSource("warmup", frames)], Metrics(), threading.Event())
+    runner.run()
+
+
+def graph_run(cfg: VigilConfig, clip: Path) -> dict[str, object]:
+    stages = perception_stages(cfg)
+    warm_up(stages, clip)
+    metrics = Metrics()
+    runner = Runner(
+        build_graph(stages),
+        [FileSource("bench", clip)],
+        metrics,
+        threading.Event(),
+        # lossless replay; the drain after the file ends holds every queued frame, so allow it time
+        options=RunnerOptions(drain_timeout_s=600.0),
+    )
+    cpu0 = time.process_time()
+    report = runner.run()
+    cpu_s = time.process_time() - cpu0
+    frames = report.frames_completed.get("bench", 0)
+    if report.source_errors or report.stage_errors or frames != report.frames_decoded.get("bench"):
+        raise SystemExit(f"graph run failed: {report}")
+    per_stage = {}
+    for stage in build_graph(stages).order:
+        s = metrics.registry.get_sample_value("vigil_stage_latency_seconds_sum", {"stage": stage.name}) or 0.0
+        n = metrics.registry.get_sample_value("vigil_stage_latency_seconds_count", {"stage": stage.name}) or 0
+        per_stage[stage.name] = round(1000 * s / max(n, 1), 2)
+    return {
+        "frames": frames,
+        "wall_s": round(report.wall_s, 2),
+        "fps": round(frames / report.wall_s, 2),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_ms_per_frame": round(1000 * cpu_s / frames, 1),
+        "stage_ms_per_frame": per_stage,
+        "stage_ms_total": round(sum(per_stage.values()), 2),
+        "order": [s.name for s in build_graph(stages).order],
+    }
+
+
+def naive_run(clip: Path) -> dict[str, float]:
+    """The naive loop, plus its CPU time per frame (all threads of this process).
+
+    `naive_loop` times only its frame loop but the process CPU clock also counts its model loading,
+    decoding and warm-up, so that overhead is measured by a 1-frame call and subtracted.
+    """
+    args = (clip, str(MODELS / "yolo11n_int8_openvino_model"), str(MODELS / "yolo11n-pose.pt"))
+    cpu0 = time.process_time()
+    naive_loop(*args, max_frames=1)
+    cpu1 = time.process_time()
+    result = naive_loop(*args)
+    cpu_s = (time.process_time() - cpu1) - (cpu1 - cpu0)
+    return {**result, "cpu_s": cpu_s, "cpu_ms_per_frame": 1000 * cpu_s / result["frames"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", nargs="+", default=["Test004", "640x360"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detect-k", type=int, default=None, help="detector.every_k_frames (default: config's)")
+    ap.add_argument("--appearance-k", type=int, default=None)
+    ap.add_argument("--torch-threads", type=int, default=None, help="pose.torch_threads (process-wide)")
+    ap.add_argument("--ov-threads", type=int, default=None, help="detector.inference_threads")
+    ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument(
+        "--also-every-frame",
+        action="store_true",
+        help="also run the graph with detector and appearance on every frame (the pre-every-k graph)",
+    )
+    ap.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "perception.json")
+    args = ap.parse_args()
+    cfg = config(args)
+    results: dict[str, object] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_start": os.getloadavg(),
+        },
+        "config": {
+            "detector": cfg.detector.model_dump(),
+            "pose": cfg.pose.model_dump(),
+            "appearance": cfg.appearance.model_dump(),
+            "flow": cfg.flow.model_dump(),
+        },
+        "clips": {},
+    }
+    for name in args.clips:
+        clip = (
+            make_640x360(PED2 / "Test004.mp4", REPO / "var" / "bench" / "Test004_640x360.mp4")
+            if (name == "640x360")
+            else PED2 / f"{name}.mp4"
+        )
+        graph = graph_run(cfg, clip)
+        row: dict[str, object] = {"clip": str(clip), "graph": graph}
+        if args.also_every_frame:
+            dense = cfg.model_copy(
+                update={
+                    "detector": cfg.detector.model_copy(update={"every_k_frames": 1}),
+                    "appearance": cfg.appearance.model_copy(update={"every_k_frames": 1}),
+                }
+            )
+            row["graph_every_frame"] = graph_run(dense, clip)
+            dense_row = row["graph_every_frame"]
+            print(
+                f"{name}: graph, detector+appearance every frame {dense_row['fps']} fps, "  # type: ignore[index]
+                f"{dense_row['cpu_ms_per_frame']} CPU-ms/frame"  # type: ignore[index]
+            )
+        if not args.no_naive:
+            naive = naive_run(clip)
+            row["naive"] = {k: round(v, 2) for k, v in naive.items()}
+            row["speedup_vs_naive"] = round(graph["fps"] / naive["fps"], 2)  # type: ignore[operator]
+            row["cpu_ratio_naive_over_graph"] = round(
+                naive["cpu_ms_per_frame"] / graph["cpu_ms_per_frame"], 2
+            )  # type: ignore[operator]
+        results["clips"][name] = row  # type: ignore[index]
+        naive_txt = (
+            f" | naive {row['naive']['fps']:.1f} fps, {row['naive']['cpu_ms_per_frame']:.0f} CPU-ms/frame"  # type: ignore[index]
+            f" -> {row['speedup_vs_naive']}x fps, {row['cpu_ratio_naive_over_graph']}x CPU"  # type: ignore[index]
+            if "naive" in row
+            else ""
+        )
+        print(
+            f"{name}: graph {graph['fps']} fps, {graph['cpu_ms_per_frame']} CPU-ms/frame "
+            f"({graph['frames']} frames){naive_txt}"
+        )
+        print("   ms/frame per stage:", graph["stage_ms_per_frame"])
+    results["machine"]["loadavg_end"] = os.getloadavg()  # type: ignore[index]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
