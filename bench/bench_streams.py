@@ -142,6 +142,7 @@ class Result:
     rss_peak_mb: float
     rss_per_camera_mb: float
     stage_errors: int
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean time per frame in each stage
     held: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -269,6 +270,10 @@ def vigil_run(
         system, graph_name, cameras, sum(report.frames_dropped.values()), rss_before, rss_peak[0]
     )
     result.stage_errors = sum(report.stage_errors.values())
+    for family in metrics.stage_latency.collect():  # over the whole run, warm-up included
+        sums = {x.labels["stage"]: x.value for x in family.samples if x.name.endswith("_sum")}
+        counts = {x.labels["stage"]: x.value for x in family.samples if x.name.endswith("_count")}
+        result.stage_ms = {k: round(1000 * v / counts[k], 1) for k, v in sums.items() if counts.get(k)}
     if result.stage_errors:
         result.notes.append(f"stage errors: {report.stage_errors}")
     return result.judge()
@@ -391,6 +396,10 @@ def measure(args: argparse.Namespace, n: int) -> list[Result]:
         ours.notes.append(f"simulator used {(sim.cpu_s() - sim_cpu0) / (time.monotonic() - t0):.0%} of a CPU")
         results.append(ours)
         print(row(ours), flush=True)
+        if ours.stage_ms:
+            print(
+                "        ms/frame: " + ", ".join(f"{k} {v:g}" for k, v in ours.stage_ms.items()), flush=True
+            )
         if args.baseline == "naive":
             base = naive_run(sim.urls, args.detector, args.pose, args.device, args.warmup, args.duration)
         elif args.baseline == "decode":
