@@ -3,7 +3,10 @@
 `Ingress` sits between the sources and the first stage: one lane per camera, read round-robin so
 no camera starves another. In live mode a full lane drops its oldest *frame* (control messages
 are never dropped) so latency cannot build up; in replay mode a full lane blocks the source so
-nothing is lost. `Pipe` is the plain bounded FIFO between two stages (backpressure only).
+nothing is lost. With `max_in_flight`, a camera's frame is only released to the pipeline while fewer
+than that many of its frames are inside it (the runner calls `release` when one completes): frames
+then wait where the freshest-wins drop applies instead of queueing behind a slow stage.
+`Pipe` is the plain bounded FIFO between two stages (backpressure only).
 """
 
 from __future__ import annotations
@@ -23,11 +26,19 @@ class Closed(Exception):
 
 
 class Ingress:
-    def __init__(self, capacity: int, drop_oldest: bool, on_drop: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        drop_oldest: bool,
+        on_drop: Callable[[str], None],
+        max_in_flight: int = 0,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"ingress capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.drop_oldest = drop_oldest
+        self.max_in_flight = max_in_flight  # 0: unlimited
+        self._in_flight: dict[str, int] = {}
         self._on_drop = on_drop
         self._lanes: dict[str, deque[Item]] = {}
         self._order: deque[str] = deque()
@@ -38,6 +49,7 @@ class Ingress:
         with self._cond:
             if camera not in self._lanes:
                 self._lanes[camera] = deque()
+                self._in_flight[camera] = 0
                 self._order.append(camera)
 
     def put(self, camera: str, item: Item, stop: threading.Event) -> bool:
@@ -65,6 +77,29 @@ class Ingress:
         with self._cond:
             return sum(len(lane) for lane in self._lanes.values())
 
+    def release(self, camera: str) -> None:
+        """One of `camera`'s frames left the pipeline: another may enter."""
+        with self._cond:
+            if self._in_flight.get(camera, 0) > 0:
+                self._in_flight[camera] -= 1
+                self._cond.notify_all()
+
+    def _ready(self, camera: str) -> bool:
+        lane = self._lanes[camera]
+        if not lane:
+            return False
+        if self.max_in_flight <= 0 or isinstance(lane[0], SourceEvent):
+            return True
+        return self._in_flight[camera] < self.max_in_flight
+
+    def _any_ready(self) -> bool:
+        return any(self._ready(camera) for camera in self._lanes)
+
+    def _count_ready(self) -> int:
+        if self.max_in_flight <= 0:
+            return sum(len(lane) for lane in self._lanes.values())
+        return sum(1 for camera in self._lanes if self._ready(camera))
+
     def get_batch(self, max_items: int, timeout: float, max_wait: float = 0.0) -> list[Item]:
         """Up to `max_items` items, round-robin over cameras; [] on timeout; Closed when done.
 
@@ -73,8 +108,8 @@ class Ingress:
         """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not any(self._lanes.values()):
-                if self._closed:
+            while not self._any_ready():
+                if self._closed and not any(self._lanes.values()):
                     raise Closed
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -84,19 +119,21 @@ class Ingress:
             while (
                 max_wait > 0
                 and not self._closed
-                and sum(len(lane) for lane in self._lanes.values()) < max_items
+                and self._count_ready() < max_items
                 and (remaining := fill_deadline - time.monotonic()) > 0
             ):
                 self._cond.wait(remaining)
             batch: list[Item] = []
-            while len(batch) < max_items and any(self._lanes.values()):
+            while len(batch) < max_items and self._any_ready():
                 camera = self._order[0]
                 self._order.rotate(-1)
-                lane = self._lanes[camera]
-                if lane:
-                    batch.append(lane.popleft())
-                    if isinstance(batch[-1], SourceEvent):
+                if self._ready(camera):
+                    item = self._lanes[camera].popleft()
+                    batch.append(item)
+                    if isinstance(item, SourceEvent):
                         break  # deliver control messages on their own, in order
+                    if self.max_in_flight > 0:
+                        self._in_flight[camera] += 1
             self._cond.notify_all()
             return batch
 

@@ -153,6 +153,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                 pipe_capacity=config.runtime.pipe_capacity,
                 drain_timeout_s=config.runtime.drain_timeout_s,
                 unhealthy_after=config.runtime.unhealthy_after,
+                max_in_flight=config.runtime.max_in_flight,
                 analysis_fps={c.name: c.analysis_fps for c in cameras if c.analysis_fps},
             )
             log.info(

@@ -32,6 +32,9 @@ class RuntimeConfig(Section):
     pipe_capacity: int = Field(0, ge=0, le=1024)
     drain_timeout_s: float = Field(10.0, gt=0, le=600)
     unhealthy_after: int = Field(5, ge=1, le=10_000)
+    max_in_flight: int = Field(
+        0, ge=0, le=1024, description="live: frames of one camera inside the pipeline at once (0: 2)"
+    )
 
 
 class SourceConfig(Section):
@@ -47,7 +50,9 @@ class HttpConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
     token_env: str | None = Field(None, description="env var holding a bearer token that protects /metrics")
-    stall_limit_s: float = Field(30.0, gt=0, description="/healthz fails when a live camera is silent this long")
+    stall_limit_s: float = Field(
+        30.0, gt=0, description="/healthz fails when a live camera is silent this long"
+    )
 
 
 class JsonlSinkConfig(Section):
@@ -165,7 +170,10 @@ class AttributesConfig(Section):
         0.15, ge=0, le=2, description="detection boxes grown by this share of their height before blob search"
     )
     appearance_dim: int = Field(
-        256, ge=1, le=8192, description="D of the appearance row (NaN when absent); = the appearance encoder's D"
+        256,
+        ge=1,
+        le=8192,
+        description="D of the appearance row (NaN when absent); = the appearance encoder's D",
     )
     dwell_radius: float = Field(1.0, gt=0, le=20, description="box-heights; dwell = time spent this close")
     track_expiry_s: float = Field(2.0, gt=0, le=600, description="forget a track not seen this long")
@@ -198,6 +206,15 @@ class ScoringConfig(Section):
     smoothing_frames: int = Field(10, ge=1, le=1000)
     warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
+    attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")
+    knn_k: int = Field(3, ge=1, le=100, description="neighbours averaged by the k-NN attributes")
+    memory_size: int = Field(4000, ge=16, le=1_000_000, description="memory bank rows kept per attribute")
+    coreset: Literal["greedy", "random"] = "greedy"
+    min_cell_samples: int = Field(10, ge=1, description="fewer samples in a cell: use class-global stats")
+    dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
+    dynamics_epochs: int = Field(40, ge=1, le=10_000)
+    pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
+    holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
 
 
 class EventsConfig(Section):
@@ -240,15 +257,6 @@ class VigilConfig(Section):
     #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.configfile.redact)
     _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
-    attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")
-    knn_k: int = Field(3, ge=1, le=100, description="neighbours averaged by the k-NN attributes")
-    memory_size: int = Field(4000, ge=16, le=1_000_000, description="memory bank rows kept per attribute")
-    coreset: Literal["greedy", "random"] = "greedy"
-    min_cell_samples: int = Field(10, ge=1, description="fewer samples in a cell: use class-global stats")
-    dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
-    dynamics_epochs: int = Field(40, ge=1, le=10_000)
-    pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
-    holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
     @field_validator("cameras")
     @classmethod
     def _unique_names(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:

@@ -37,6 +37,7 @@ class RunnerOptions:
     realtime: bool = False
     ingress_capacity: int = 0  # 0: 2 frames per camera when live, 16 in replay
     pipe_capacity: int = 0  # 0: 1 packet between stages when live, 8 in replay
+    max_in_flight: int = 0  # live: a camera's frames inside the pipeline at once (0: 2); replay: unlimited
     drain_timeout_s: float = 10.0
     unhealthy_after: int = 5  # consecutive failures that mark a stage unhealthy
     poll_s: float = 0.05
@@ -108,6 +109,7 @@ class Runner:
             capacity=self.options.ingress_capacity or (2 if live else 16),
             drop_oldest=live,
             on_drop=self._count_drop,
+            max_in_flight=(self.options.max_in_flight or 2) if live else 0,
         )
         pipe_capacity = self.options.pipe_capacity or (1 if live else 8)
         self.pipes = [Pipe(pipe_capacity) for _ in graph.order]  # pipes[i] feeds stage i+1 / the sink
@@ -362,6 +364,7 @@ class Runner:
 
     def _finish(self, packet: FramePacket) -> None:
         frame = packet.frame
+        self.ingress.release(frame.camera)
         self.metrics.e2e_latency.labels(frame.camera).observe(max(0.0, time.time() - frame.captured_at))
         with self._lock:
             self.report.frames_completed[frame.camera] = self.report.frames_completed.get(frame.camera, 0) + 1

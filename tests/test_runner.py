@@ -263,3 +263,37 @@ def test_replay_that_ends_by_itself_finishes_every_frame_whatever_the_drain_time
     assert report.frames_completed == {"cam": 60}
     assert report.clean_shutdown
     assert [p.frame.index for p in packets] == list(range(60))
+
+
+class Sleep(Stage):
+    """A slow stage after detect: several of them make a deep pipeline."""
+
+    needs = ("detections",)
+
+    def __init__(self, name: str, delay_s: float) -> None:
+        self.name = name  # type: ignore[misc]
+        self.delay_s = delay_s
+
+    def process(self, packet: FramePacket) -> None:
+        time.sleep(self.delay_s)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 2])
+def test_live_latency_stays_bounded_in_a_deep_pipeline(max_in_flight: int) -> None:
+    """Five 40 ms stages: frames wait at the ingress (where the oldest is dropped), not in the pipes."""
+    stages: list[Stage] = [Detect(delay_s=0.04), *(Sleep(f"slow{i}", 0.04) for i in range(4))]
+    ages: list[float] = []
+    report = Runner(
+        build_graph(stages),
+        [LiveFrames("live", fps=50, seconds=3.0)],
+        Metrics(),
+        threading.Event(),
+        options=RunnerOptions(live=True, max_in_flight=max_in_flight),
+        on_packet=lambda p: ages.append(time.time() - p.frame.captured_at),
+    ).run()
+    assert report.frames_dropped.get("live", 0) > 0
+    path = 5 * 0.04
+    # a frame waits for at most `max_in_flight` frames ahead of it, then crosses the 5 stages
+    assert max(ages) < path * (max_in_flight + 1) + 0.15, sorted(ages)[-5:]
+    # and the pipeline is used: with 2 in flight it completes more frames than with 1
+    assert report.frames_completed["live"] >= 3.0 / path * max_in_flight * 0.6
