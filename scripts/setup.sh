@@ -33,8 +33,8 @@ fi
 # The stamp holds a hash of what the install depends on; reinstall only when it changes.
 stamp=.venv/.vigil-setup-stamp
 want=$( { cat pyproject.toml; echo "${TORCH_PINS[*]}"; } | sha256sum | cut -d' ' -f1)
-if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]] || ! .venv/bin/python -c "import pipeline.cli" 2>/dev/null \
-   || [[ ! -x .venv/bin/vigil ]]; then
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" || ! -x .venv/bin/vigil ]] \
+   || ! .venv/bin/python -c "import importlib.metadata as m; m.version('vigil')" 2>/dev/null; then
     echo "setup: installing Python packages into .venv" >&2
     .venv/bin/python -m pip install --quiet "${TORCH_PINS[@]}"
     .venv/bin/python -m pip install --quiet -e ".[dev]"
