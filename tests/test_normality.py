@@ -303,3 +303,20 @@ def test_unexplained_motion_never_seen_scores_high(model: NormalityModel) -> Non
     applicable = {a for a, v in zip(scores.attribute_names, values, strict=True) if np.isfinite(v)}
     assert "class_in_place" in applicable and "speed" not in applicable and "pose" not in applicable
     assert scores.object_score[row] > 3  # no moving region without a detection was seen in training
+
+
+@pytest.mark.slow
+def test_vigil_fit_command(ped2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"detector:\n  model: {DETECTOR}\npose:\n  model: {POSE}\nappearance:\n  model: {POSE}\n"
+        f"scoring:\n  models_dir: {tmp_path / 'models'}\n"
+    )
+    args = ["fit", str(ped2 / "train" / "Train003.mp4"), "--camera", "lobby", "-c", str(config)]
+    assert main([*args, "--max-frames", "15"]) == 0
+    model = NormalityModel.load(tmp_path / "models" / "lobby.npz")
+    assert model.camera == "lobby" and model.counts["clips"] == 1 and model.counts["frames_held_out"] == 3
+    assert "lobby" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "nope.mp4"), "--camera", "x", "-c", str(config)]) != 0

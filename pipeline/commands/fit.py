@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tqdm import tqdm
+
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.packets import Frame
@@ -30,20 +32,22 @@ FIT_DRAIN_TIMEOUT_S = 3600.0
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm")
 
 
-class _FirstFrames(Source):
-    """The first `limit` frames of another finite source (short fits for tests and quick looks)."""
+class _Footage(Source):
+    """A finite source, optionally cut to its first `limit` frames, ticking a shared progress bar."""
 
     live = False
 
-    def __init__(self, inner: Source, limit: int) -> None:
+    def __init__(self, inner: Source, limit: int | None, progress: tqdm) -> None:
         self.inner = inner
         self.camera = inner.camera
         self.limit = limit
+        self.progress = progress
 
     def frames(self, stop: threading.Event, monitor: SourceMonitor) -> Iterator[Frame]:
         for i, frame in enumerate(self.inner.frames(stop, monitor)):
-            if i >= self.limit:
+            if self.limit is not None and i >= self.limit:
                 return
+            self.progress.update(1)
             yield frame
 
 
@@ -85,9 +89,10 @@ def collect_samples(
 
     paths = video_files(files)
     clip_names = [f"{i:03d}_{p.stem}"[:64] for i, p in enumerate(paths)]
-    sources: list[Source] = [FileSource(n, p) for n, p in zip(clip_names, paths, strict=True)]
-    if max_frames is not None:
-        sources = [_FirstFrames(s, max_frames) for s in sources]
+    progress = tqdm(desc="fit: perception", unit="frame")
+    sources: list[Source] = [
+        _Footage(FileSource(n, p), max_frames, progress) for n, p in zip(clip_names, paths, strict=True)
+    ]
     options = RunnerOptions(
         live=False,
         ingress_capacity=config.runtime.ingress_capacity,
@@ -95,7 +100,8 @@ def collect_samples(
         drain_timeout_s=FIT_DRAIN_TIMEOUT_S,  # finite replay: wait for every frame, however slow the stages
     )
     graph = list(stages) if stages is not None else perception_stages(config)
-    packets, report = run_stages(graph, sources, options=options)
+    with progress:
+        packets, report = run_stages(graph, sources, options=options)
     if report.source_errors:
         clip, message = next(iter(report.source_errors.items()))
         raise SourceError(f"fit: clip {clip}: {message}")
