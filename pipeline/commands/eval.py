@@ -380,7 +380,15 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_plot:
-        result["plot"] = str(plot(out.with_suffix(".png"), test, collector, config.scoring.smoothing_frames))
+        result["plot"] = str(
+            plot(
+                out.with_suffix(".png"),
+                test,
+                collector,
+                config.scoring.smoothing_frames,
+                config.events.start_score,
+            )
+        )
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result), file=sys.stdout)
     print(f"vigil: eval written to {out}", file=sys.stderr)
@@ -484,8 +492,13 @@ def table(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, test: Sequence[Ped2Clip], collector: TraceCollector, k: int) -> Path:
-    """One grid PNG: per clip, the raw and causal-smoothed frame score with anomalous frames shaded."""
+def plot(
+    path: Path, test: Sequence[Ped2Clip], collector: TraceCollector, k: int, alert_at: float | None = None
+) -> Path:
+    """One grid PNG: per clip, the raw and causal-smoothed frame score with anomalous frames shaded.
+
+    Scores are calibrated, so every panel shares one y axis; `alert_at` draws the events' start_score.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -493,7 +506,7 @@ def plot(path: Path, test: Sequence[Ped2Clip], collector: TraceCollector, k: int
 
     cols = 3
     rows = max(1, -(-len(test) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
     for ax, clip in zip(axes.flat, test, strict=False):
         assert clip.labels is not None
         trace = collector.traces.get(clip.name, ClipTrace())
@@ -506,6 +519,8 @@ def plot(path: Path, test: Sequence[Ped2Clip], collector: TraceCollector, k: int
         )
         ax.plot(t, series, color="0.6", lw=0.8, label="frame score")
         ax.plot(t, smooth_causal(series, k) if n else series, color="tab:blue", lw=1.2, label=f"causal {k}")
+        if alert_at is not None:
+            ax.axhline(alert_at, color="tab:red", lw=0.8, ls="--")
         ax.set_title(clip.name, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(test) :]:
