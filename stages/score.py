@@ -21,6 +21,7 @@ from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, Scores, 
 from pipeline.stage import Stage
 from stages.normality.calibration import TailCalibrator
 from stages.normality.features import TrackMemory
+from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.judge import calibrate, combine, raw_scores
 from stages.normality.model import ATTRIBUTES, NormalityModel
 
@@ -81,37 +82,81 @@ class Scorer:
         )
 
 
+class Warmup:
+    """Online learning for a camera with no model: collect `warmup_s` seconds of its frames, then fit.
+
+    Everything seen during warm-up is taken as normal; scores stay 0 until the model exists.
+    """
+
+    def __init__(self, camera: str, config: ScoringConfig, grid: tuple[int, int] | None) -> None:
+        self.camera = camera
+        self.config = config
+        self.grid = grid
+        self.samples: list[FrameSample] = []
+        self.started: float | None = None
+
+    def add(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> NormalityModel | None:
+        """Keep the frame; once warm-up has lasted long enough, return the fitted model."""
+        self.started = pts if self.started is None else self.started
+        self.samples.append(FrameSample(self.camera, "warmup", pts, 0, 0, attrs, graph))
+        if pts - self.started < self.config.warmup_s or sum(len(s.attributes) for s in self.samples) == 0:
+            return None
+        log.info("warm-up over: fitting", extra={"camera": self.camera, "frames": len(self.samples)})
+        return fit_normality(self.samples, self.config, seed=0, grid=self.grid)
+
+
 class ScoreStage(Stage):
     """Calibrated per-attribute, per-object and per-frame scores (frame = max over objects).
 
-    `models` maps camera name to its model; the key "*" serves cameras without their own.
-    A camera with no model gets empty scores (0) and one warning.
+    `models` maps camera name to its model; the key "*" serves cameras without their own. A camera
+    with neither learns online for `scoring.warmup_s` seconds (scores 0 meanwhile; warmup_s = 0:
+    never), then its model is added to `models`, which ExplainStage shares, so it explains too.
+    `grid` is AttributesConfig.grid (needed only for warm-up fits).
     """
 
     name = "score"
     needs = ("attributes", "scene_graph")
     provides = ("scores",)
 
-    def __init__(self, models: dict[str, NormalityModel], config: ScoringConfig) -> None:
+    def __init__(
+        self, models: dict[str, NormalityModel], config: ScoringConfig, grid: tuple[int, int] | None = None
+    ) -> None:
         self.models = models
         self.config = config
+        self.grid = grid
         self.attributes = selected_attributes(config)
         self._scorers: dict[str, Scorer] = {}
+        self._warmups: dict[str, Warmup] = {}
 
     def on_source_added(self, event: SourceEvent) -> None:
         model = self.models.get(event.camera, self.models.get(ANY_CAMERA))
-        if model is None:
-            log.warning("no normality model for camera; scores stay 0", extra={"camera": event.camera})
-            return
-        self._scorers[event.camera] = Scorer(model, self.config)
+        if model is not None:
+            self._scorers[event.camera] = Scorer(model, self.config)
+        elif self.config.warmup_s > 0:
+            log.warning(
+                "no normality model: learning online first",
+                extra={"camera": event.camera, "warmup_s": self.config.warmup_s},
+            )
+            self._warmups[event.camera] = Warmup(event.camera, self.config, self.grid)
+        else:
+            log.warning("no normality model and no warm-up; scores stay 0", extra={"camera": event.camera})
 
     def on_source_eos(self, event: SourceEvent) -> None:
         self._scorers.pop(event.camera, None)
+        self._warmups.pop(event.camera, None)
 
     def process(self, packet: FramePacket) -> None:
         attrs = packet.attributes
         assert attrs is not None
-        scorer = self._scorers.get(packet.frame.camera)
+        camera = packet.frame.camera
+        warmup = self._warmups.get(camera)
+        if warmup is not None:
+            model = warmup.add(attrs, packet.scene_graph, packet.frame.pts)
+            if model is not None:
+                del self._warmups[camera]
+                self.models[camera] = model
+                self._scorers[camera] = Scorer(model, self.config)
+        scorer = self._scorers.get(camera)
         if scorer is None:
             n = len(attrs)
             packet.scores = Scores(

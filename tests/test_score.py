@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,7 +85,7 @@ def test_score_stage_through_runner(model: NormalityModel) -> None:
 
 
 def test_camera_without_model_scores_zero(model: NormalityModel) -> None:
-    stage = ScoreStage({"other": model}, ScoringConfig())
+    stage = ScoreStage({"other": model}, ScoringConfig(warmup_s=0))
     stream = {"cam_x": normal_clip(5, 10, clip="x")}
     packets, _ = run_stages([ReplayAttributes(stream), stage], [FramesSource("cam_x", frames("cam_x", 10))])
     assert all(p.scores is not None and p.scores.frame_score == 0.0 for p in packets)
@@ -129,8 +130,6 @@ def test_wrong_grid_is_a_model_error(model: NormalityModel) -> None:
     s = normal_clip(1, 1)[0]
     bad = s.attributes.cell.copy()
     bad[0] = 999
-    from dataclasses import replace
-
     attrs = replace(s.attributes, cell=bad)
     with pytest.raises(ModelError, match="grid"):
         Scorer(model, ScoringConfig()).score(attrs, s.scene_graph, 0.0)
@@ -140,3 +139,22 @@ def test_wrong_grid_is_a_model_error(model: NormalityModel) -> None:
 def test_bad_ablation_config(model: NormalityModel, attributes: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ScoreStage({ANY_CAMERA: model}, ScoringConfig(attributes=attributes))
+
+
+def test_camera_without_model_learns_online_then_scores() -> None:
+    """Warm-up: 6 s of normal walking is learnt online, then a fast walker stands out."""
+    rng = np.random.default_rng(2)
+    stream = [s for k in range(3) for s in normal_clip(40 + k, 30)]  # 9 s of normal footage
+    stream += [frame_sample([Walker(1), Walker(8, speed=5.0)], 9 + i / 10, rng) for i in range(20)]
+    stream = [replace(s, pts=i / 10) for i, s in enumerate(stream)]
+    models: dict[str, NormalityModel] = {}
+    stage = ScoreStage(models, ScoringConfig(warmup_s=6.0))
+    packets, report = run_stages(
+        [ReplayAttributes({"cam": stream}), stage], [FramesSource("cam", frames("cam", len(stream)))]
+    )
+    assert report.stage_errors == {}
+    packets.sort(key=lambda p: p.frame.index)
+    assert all(p.scores.frame_score == 0.0 for p in packets[:60])  # still learning
+    assert "cam" in models and models["cam"].counts["frames"] + models["cam"].counts["frames_held_out"] == 61
+    fast = [p.scores.object_score[p.scores.track_id == 8][0] for p in packets[-15:]]
+    assert min(fast) > 3
