@@ -84,6 +84,7 @@ class EventTracker:
         self.max_trajectory = max_trajectory
         self._tracks: dict[int, _Track] = {}
         self._last: tuple[float, int] = (0.0, 0)
+        self._stepped = False
 
     @property
     def open_events(self) -> list[str]:
@@ -91,8 +92,12 @@ class EventTracker:
 
     def step(self, pts: float, frame: int, fps: float, observations: list[Observation]) -> list[Event]:
         cfg = self.config
-        period = 1.0 / fps
+        # one analysed frame lasts until the next: the spacing of analysed frames (a stride makes it
+        # longer than 1/fps), 1/fps for the first one
+        last_pts = self._last[0] if self._stepped else None
+        period = pts - last_pts if last_pts is not None and pts > last_pts else 1.0 / fps
         self._last = (pts, frame)
+        self._stepped = True
         out: list[Event] = []
         seen = set()
         for obs in observations:

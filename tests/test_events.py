@@ -276,3 +276,13 @@ def test_stage_clip_post_roll(ped2: Path, tmp_path: Path) -> None:
         stream = c.streams.video[0]
         count = sum(1 for _ in c.decode(stream))
     assert count == 29 - 11 + 1
+
+
+def test_min_duration_counts_analysed_frame_spacing() -> None:
+    """With an analysis stride (here every 3rd frame of 10 fps), two analysed frames last 0.6 s."""
+    tracker = EventTracker("cam", cfg(min_duration_s=0.5))
+    out: list[Event] = []
+    for k, i in enumerate(range(0, 30, 3)):
+        score = 5.0 if k in (3, 4) else 0.0
+        out += tracker.step(i / FPS, i, FPS, [Observation(1, "cart", BOX, score)])
+    assert [e.kind for e in out] == ["new", "end"] and out[0].start_frame == 9 and out[0].end_frame == 12
