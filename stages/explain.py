@@ -42,12 +42,14 @@ class Explainer:
         objects = []
         cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
         for i in range(len(attrs)):
-            reasons = []
-            for j, a in enumerate(scores.attribute_names):
-                s = float(scores.attribute_scores[i, j])
-                if math.isfinite(s):
-                    reasons.append(self._reason(a, s, i, int(cls[i]), attrs, graph))
-            reasons.sort(key=lambda r: -r.score)
+            row = scores.attribute_scores[i]
+            # ranked by calibrated score; attributes scoring 0 (nothing unusual) give no reason
+            ranked = [int(j) for j in np.argsort(-np.nan_to_num(row, nan=-1.0), kind="stable")]
+            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0][: self.max_reasons]
+            reasons = [
+                self._reason(scores.attribute_names[j], float(row[j]), i, int(cls[i]), attrs, graph)
+                for j in ranked
+            ]
             box = tuple(float(v) for v in attrs.xyxy[i])
             objects.append(
                 ObjectExplanation(
@@ -55,7 +57,7 @@ class Explainer:
                     class_name=attrs.name_of(i),
                     xyxy=(box[0], box[1], box[2], box[3]),
                     score=float(scores.object_score[i]),
-                    reasons=tuple(reasons[: self.max_reasons]),
+                    reasons=tuple(reasons),
                 )
             )
         return Explanations(tuple(objects))

@@ -320,3 +320,15 @@ def test_vigil_fit_command(ped2: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert model.camera == "lobby" and model.counts["clips"] == 1 and model.counts["frames_held_out"] == 3
     assert "lobby" in capsys.readouterr().err
     assert main(["fit", str(tmp_path / "nope.mp4"), "--camera", "x", "-c", str(config)]) != 0
+
+
+def test_fit_footage_paths(ped2: Path, tmp_path: Path) -> None:
+    from pipeline.commands.fit import video_files
+    from pipeline.errors import SourceError
+
+    files = video_files([ped2 / "train", ped2 / "test" / "Test001.mp4"])
+    assert len(files) == 17 and files[0].name == "Train001.mp4" and files[-1].name == "Test001.mp4"
+    with pytest.raises(SourceError, match="no such file"):
+        video_files([tmp_path / "missing.mp4"])
+    with pytest.raises(SourceError, match="no video files"):
+        video_files([tmp_path])

@@ -71,8 +71,9 @@ class TailCalibrator:
         if not np.isfinite(score) or not self.fitted:
             return float("nan")
         p = 10.0 ** (-score)
-        if p >= TAIL_P:
-            return float(np.quantile(self.values, 1.0 - p))
+        if p >= TAIL_P:  # the stored values are evenly spaced quantiles: interpolate their ranks
+            ranks = np.linspace(0.0, 1.0, len(self.values))
+            return float(np.interp(1.0 - p, ranks, self.values))
         return self.q99 + self.tail_scale * float(np.log(TAIL_P / p))
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
