@@ -35,17 +35,22 @@ def perception_stages(config: VigilConfig) -> list[Stage]:
 
 
 def build_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
-    """The whole graph; perception only when there is no normality model for any camera."""
+    """The whole graph.
+
+    Cameras without a model learn online for `scoring.warmup_s`, then alert; with warm-up off
+    (0) and no model for any camera, the graph stops at the scene graph (perception only).
+    """
     stages = perception_stages(config)
-    if not models:
+    if not models and config.scoring.warmup_s <= 0:
         return stages
+    models = {} if models is None else models  # shared with explain: warm-up adds to it
     from stages.events import EventStage
     from stages.explain import ExplainStage
     from stages.score import ScoreStage
 
     return [
         *stages,
-        ScoreStage(models, config.scoring),
+        ScoreStage(models, config.scoring, grid=config.attributes.grid),
         ExplainStage(models, config.scoring),
         EventStage(config.events),
     ]
