@@ -124,7 +124,7 @@ class DetectorConfig(Section):
         2, ge=1, le=10, description="detector runs every k-th analysed frame; boxes follow the flow between"
     )
     inference_threads: int = Field(
-        0, ge=0, le=256, description="OpenVINO INFERENCE_NUM_THREADS of an OpenVINO export; 0: its default"
+        1, ge=0, le=256, description="INFERENCE_NUM_THREADS of an OpenVINO export (others ignore it); 0: auto"
     )
 
 
@@ -138,7 +138,7 @@ class PoseConfig(Section):
     )
     batch: int = Field(16, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
-    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
+    torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
 
 
 class AppearanceConfig(Section):
@@ -149,7 +149,7 @@ class AppearanceConfig(Section):
     layer: int = Field(8, ge=0, le=10, description="backbone layer whose output is pooled")
     batch: int = Field(32, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-embed a track every k-th frame (cached)")
-    torch_threads: int = Field(0, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
+    torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
 
 
 class FlowConfig(Section):

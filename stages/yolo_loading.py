@@ -73,7 +73,7 @@ def load_yolo(
 
     A bare name that is not a file (e.g. "yolo11n.pt") is left to ultralytics to download unless
     YOLO_OFFLINE is set; any other missing path is an error. `inference_threads` > 0 recompiles an
-    OpenVINO export with that INFERENCE_NUM_THREADS (this model only; other formats reject it).
+    OpenVINO export with that INFERENCE_NUM_THREADS (this model only; other formats ignore it).
     """
     p = Path(path).expanduser()
     offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -114,9 +114,7 @@ def load_yolo(
         raise ModelError(
             f"{path}: export has a static {static_imgsz}x{static_imgsz} input but config asks imgsz={imgsz}"
         )
-    if inference_threads > 0:
-        if not (p.is_dir() and p.name.endswith("_openvino_model")):
-            raise ModelError(f"{path}: inference_threads applies to OpenVINO exports only")
+    if inference_threads > 0 and p.is_dir() and p.name.endswith("_openvino_model"):
         _openvino_threads(model, p, static_imgsz or imgsz or 640, dev, inference_threads)
     return LoadedModel(model, str(path), str(model.task), names, dev, static_imgsz, max_batch)
 
