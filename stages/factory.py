@@ -43,13 +43,17 @@ def build_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) 
     stages = perception_stages(config)
     if not models and config.scoring.warmup_s <= 0:
         return stages
+    return [*stages, *scoring_stages(config, models)]
+
+
+def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
+    """score -> explain -> events: what runs after the scene graph (alone: `vigil eval --from-cache`)."""
     models = {} if models is None else models  # shared with explain: warm-up adds to it
     from stages.events import EventStage
     from stages.explain import ExplainStage
     from stages.score import ScoreStage
 
     return [
-        *stages,
         ScoreStage(models, config.scoring, grid=config.attributes.grid),
         ExplainStage(models, config.scoring),
         EventStage(config.events),
