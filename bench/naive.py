@@ -12,7 +12,9 @@ from pathlib import Path
 import av
 
 
-def naive_loop(clip: Path, detector: str, pose: str, max_frames: int | None = None, device: str = "cpu") -> dict:
+def naive_loop(
+    clip: Path, detector: str, pose: str, max_frames: int | None = None, device: str = "cpu"
+) -> dict:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO  # imported here so the bench module loads without torch side effects
 

@@ -189,7 +189,9 @@ class SceneGraphConfig(Section):
     ride_min_speed: float = Field(
         0.6, ge=0, le=50, description="rider speed at confidence 0.5 (Ped2 train walkers: 95th pct 0.51)"
     )
-    ride_memory_s: float = Field(1.0, ge=0, le=60, description="riding evidence decays with this time constant")
+    ride_memory_s: float = Field(
+        1.0, ge=0, le=60, description="riding evidence decays with this time constant"
+    )
     rideable: tuple[str, ...] = ("bicycle", "motorcycle", "skateboard", "horse")
     approach_rate: float = Field(0.3, gt=0, le=50, description="|d distance/dt| for approaching/moving_away")
     approach_within: float = Field(3.0, gt=0, le=100, description="pairs farther apart are not related")
