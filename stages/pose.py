@@ -14,20 +14,13 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.boxes import box_iou
 from pipeline.config import PoseConfig
 from pipeline.errors import PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
 from pipeline.stage import Stage
 from stages.detect import check_image
 from stages.yolo_loading import LoadedModel, load_yolo
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    return inter / (area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter + 1e-9)
 
 
 class PoseEstimator:
@@ -111,8 +104,8 @@ class PoseEstimator:
             (fb, fk, fc) = self._run([image], size)[0]
             for i in np.flatnonzero(large):
                 if len(fb):
-                    j = int(np.argmax(_iou(boxes[i], fb)))
-                    if _iou(boxes[i], fb[j : j + 1])[0] > 0.3:
+                    j = int(np.argmax(box_iou(boxes[i], fb)[0]))
+                    if box_iou(boxes[i], fb[j : j + 1])[0, 0] > 0.3:
                         pixel_kp[i] = (fk[j], fc[j])
 
         small = np.flatnonzero(~large)
@@ -135,7 +128,7 @@ class PoseEstimator:
                 if not len(cb):
                     continue
                 target = (boxes[i] - np.array([x0, y0, x0, y0], np.float32)) / s
-                overlap = _iou(target, cb)
+                overlap = box_iou(target, cb)[0]
                 j = int(np.argmax(overlap))
                 if overlap[j] > 0.3:
                     pixel_kp[i] = (ck[j] * s + np.array([x0, y0], np.float32), cc[j])

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.boxes import box_iou
 from pipeline.config import SceneGraphConfig
 from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, SourceEvent
 from pipeline.stage import Stage
-from stages.blobs import box_iou
 from stages.track_history import slope
 
 Emit = Callable[[int, int, str, float, bool], None]

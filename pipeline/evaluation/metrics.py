@@ -15,6 +15,7 @@ import cv2
 import networkx as nx
 import numpy as np
 
+from pipeline.boxes import box_iou
 from pipeline.errors import PacketError
 
 # --------------------------------------------------------------------------------------------------
@@ -102,21 +103,6 @@ def smooth_centred(scores: np.ndarray, k: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------
 # regions and tracks
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of xyxy boxes; pixel boxes are treated as continuous rectangles."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 @dataclass(frozen=True)
