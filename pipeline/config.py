@@ -166,6 +166,9 @@ class AttributesConfig(Section):
     motion_bins: tuple[int, int] = (4, 8)  # magnitude x orientation
     blob_min_area: float = Field(0.002, gt=0, le=1, description="share of frame area for unexplained motion")
     blob_min_flow: float = Field(1.0, gt=0, description="pixels per frame")
+    blob_ignore_border: bool = Field(
+        True, description="leave out moving regions cut by the frame edge (objects walking into view)"
+    )
     blob_box_margin: float = Field(
         0.15, ge=0, le=2, description="detection boxes grown by this share of their height before blob search"
     )
@@ -204,8 +207,11 @@ class SceneGraphConfig(Section):
 
 class ScoringConfig(Section):
     models_dir: Path = Path("var/models")
-    combine: Literal["max", "top2_mean"] = "max"
+    combine: Literal["max", "top2_mean", "sum"] = "max"
     smoothing_frames: int = Field(10, ge=1, le=1000)
+    track_window: int = Field(
+        5, ge=1, le=1000, description="object score = mean of the track's last N frame scores (1: off)"
+    )
     warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
     attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")

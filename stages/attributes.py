@@ -140,6 +140,7 @@ class AttributeExtractor:
             cfg.blob_min_area,
             cfg.blob_box_margin,
             magnitude,
+            ignore_border=cfg.blob_ignore_border,
         )
         blob_ids = cam.blob_ids.assign(blob_boxes)
         n_det, n = len(detections), len(detections) + len(blob_boxes)

@@ -25,13 +25,16 @@ def find_blobs(
     min_area: float = 0.002,
     margin: float = 0.15,
     magnitude: np.ndarray | None = None,
+    ignore_border: bool = True,
 ) -> np.ndarray:
     """Boxes (M, 4) float32, full-res pixels xyxy, of moving regions outside `boxes`.
 
     `min_flow` is in full-res pixels per source frame (flow per `dt` times 1 / (dt * fps)), so a
     frame stride does not change what counts as moving; `min_area` is a share of the frame area;
     `margin` grows each box by that fraction of its height on every side before masking it out;
-    `magnitude` is |flow| on the flow grid when the caller has it already.
+    `magnitude` is |flow| on the flow grid when the caller has it already. With `ignore_border`,
+    regions cut by the frame edge are left out: they are objects partly out of view (someone
+    walking in), which no detector can classify yet; they are judged once inside the picture.
     """
     height, width = frame_size
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -54,6 +57,11 @@ def find_blobs(
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # drop speckle and slivers
     _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[1:, cv2.CC_STAT_AREA] / (gh * gw) >= min_area
+    if ignore_border:
+        left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
+        right = left + stats[1:, cv2.CC_STAT_WIDTH]
+        bottom = top + stats[1:, cv2.CC_STAT_HEIGHT]
+        keep &= (left > 0) & (top > 0) & (right < gw) & (bottom < gh)
     s = stats[1:][keep].astype(np.float32)
     if len(s) == 0:
         return np.zeros((0, 4), np.float32)

@@ -3,8 +3,12 @@
 Per object, each attribute's raw score is calibrated to -log10(tail probability under held-out
 normal data). The object score combines them (`scoring.combine`: the max, or the mean of the top
 two) and calibrates that statistic again on the same held-out objects, so "3" means one normal
-object in a thousand scores higher, whatever the number of attributes. Frame score = max over
-objects (0 with none); `smoothed_score` = causal trailing mean over `smoothing_frames` frames.
+object in a thousand scores higher, whatever the number of attributes. The reported object score is
+the causal mean of that value over the track's last `track_window` analysed frames, a track younger
+than the window counting its missing frames as 0: an anomaly has to persist on one object, so a
+one-frame flicker (a spurious box of an odd class, a flow artefact) is damped while a cyclist is not.
+Frame score = max over objects (0 with none); `smoothed_score` = causal trailing mean over
+`smoothing_frames` frames.
 """
 
 from __future__ import annotations
@@ -42,12 +46,44 @@ def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
     return tuple(a for a in ATTRIBUTES if a in config.attributes)
 
 
+UNTRACKED = -1
+
+
+class TrackSmoother:
+    """Causal per-track mean of the last `window` scores; missing (younger) frames count as 0."""
+
+    def __init__(self, window: int, expiry_frames: int = 50) -> None:
+        self.window = window
+        self.expiry_frames = expiry_frames
+        self._tracks: dict[int, tuple[int, deque[float]]] = {}  # id -> (last frame seen, scores)
+        self._frame = 0
+
+    def __call__(self, track_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        self._frame += 1
+        if self.window <= 1:
+            return scores
+        out = np.empty(len(scores), np.float64)
+        for i, (tid, value) in enumerate(zip(track_ids.tolist(), scores.tolist(), strict=True)):
+            if tid == UNTRACKED:  # no identity to accumulate over: one frame's worth
+                out[i] = value / self.window
+                continue
+            _, recent = self._tracks.get(tid, (0, deque(maxlen=self.window)))
+            recent.append(float(value))
+            self._tracks[tid] = (self._frame, recent)
+            out[i] = sum(recent) / self.window
+        if self._frame % self.expiry_frames == 0:
+            cutoff = self._frame - self.expiry_frames
+            self._tracks = {t: v for t, v in self._tracks.items() if v[0] >= cutoff}
+        return out
+
+
 @dataclass
 class _Camera:
     model: NormalityModel
     object_cal: TailCalibrator
     memory: TrackMemory
     recent: deque[float]
+    tracks: TrackSmoother
 
 
 class Scorer:
@@ -62,6 +98,7 @@ class Scorer:
             model.object_calibrator(self.attributes, config.combine),
             TrackMemory(config.dynamics_history, config.pose_window),
             deque(maxlen=config.smoothing_frames),
+            TrackSmoother(config.track_window),
         )
 
     def score(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> Scores:
@@ -70,6 +107,7 @@ class Scorer:
         raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes)
         cal = calibrate(st.model, raw, self.attributes)
         obj = st.object_cal(combine(cal, self.config.combine)) if len(attrs) else np.zeros(0)
+        obj = st.tracks(attrs.track_id, obj)
         frame = float(obj.max()) if len(obj) else 0.0
         st.recent.append(frame)
         return Scores(

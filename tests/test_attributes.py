@@ -263,3 +263,12 @@ def test_box_flow_reads_the_grid_under_the_box(scale: float) -> None:
     assert (
         len(box_flow(FlowField(grid, 0.1, scale), (240, 360), np.array([400, 0, 420, 30], np.float32))) == 0
     )
+
+
+@pytest.mark.parametrize(("y", "x"), [(100, 0), (100, 330), (0, 200), (210, 200)])
+def test_blob_cut_by_the_frame_edge_is_left_out_unless_asked(y: int, x: int) -> None:
+    """A region touching the border is someone walking into view; inside the picture it counts."""
+    none = np.zeros((0, 4), np.float32)
+    assert len(find_blobs(patch_flow(y, x), (240, 360), none, fps=10.0)) == 0
+    assert len(find_blobs(patch_flow(y, x), (240, 360), none, fps=10.0, ignore_border=False)) == 1
+    assert len(find_blobs(patch_flow(100, 200), (240, 360), none, fps=10.0)) == 1

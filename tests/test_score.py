@@ -158,3 +158,18 @@ def test_camera_without_model_learns_online_then_scores() -> None:
     assert "cam" in models and models["cam"].counts["frames"] + models["cam"].counts["frames_held_out"] == 61
     fast = [p.scores.object_score[p.scores.track_id == 8][0] for p in packets[-15:]]
     assert min(fast) > 3
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_track_smoother_damps_flicker_not_persistence(window: int) -> None:
+    from stages.score import TrackSmoother
+
+    smooth = TrackSmoother(window)
+    ids = np.array([7, 9, -1])
+    out = [smooth(ids, np.array([6.0, 6.0 if t == 0 else 0.0, 6.0])) for t in range(window + 2)]
+    persistent = [o[0] for o in out]
+    flicker = [o[1] for o in out]
+    assert persistent[window - 1] == pytest.approx(6.0)  # reaches the full score after `window` frames
+    assert persistent[0] == pytest.approx(6.0 / window)  # causal: a new track starts damped
+    assert max(flicker) == pytest.approx(6.0 / window)  # a one-frame spike never exceeds 1/window of it
+    assert all(o[2] == pytest.approx(6.0 / window) for o in out)  # untracked rows are not pooled

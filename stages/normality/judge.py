@@ -45,7 +45,9 @@ def raw_scores(
     q = model.quantities
     for j, a in enumerate(attributes):
         if a == "class_in_place":
-            v = -np.log(model.place.probability(cell, cls))
+            # a detection's class is only as certain as the detector: weigh the surprise by confidence
+            certainty = np.where(det, attrs.confidence, 1.0)
+            v = -np.log(model.place.probability(cell, cls)) * certainty
         elif a == "speed":
             v = np.where(det, q["speed"].robust_z(cell, cls, attrs.speed, "upper", 0.1), np.nan)
         elif a == "direction":
@@ -130,14 +132,25 @@ def calibrate(model: NormalityModel, raw: np.ndarray, attributes: tuple[str, ...
     return out
 
 
-def combine(calibrated: np.ndarray, how: str) -> np.ndarray:
-    """Uncalibrated object statistic: max of the attribute scores, or the mean of the top two.
+#: mean of -log10(p) for p uniform on (0, 1]: what a normal attribute contributes on average
+MEAN_SURPRISE = 1.0 / np.log(10.0)
 
-    NaN (not applicable) attributes are ignored; an object with none scores 0.
+
+def combine(calibrated: np.ndarray, how: str) -> np.ndarray:
+    """Uncalibrated object statistic from its calibrated attribute scores.
+
+    `max`: the largest; `top2_mean`: the mean of the two largest; `sum`: the summed excess surprise
+    over what normal attributes give on average (Fisher's combination of the tail probabilities,
+    centred so objects with more applicable attributes are not favoured): evidence from several
+    attributes adds up, a lone fluctuation among thirteen does not dominate. NaN (not applicable)
+    attributes are ignored; an object with none scores 0.
     """
-    filled = np.where(np.isfinite(calibrated), calibrated, -np.inf)
     if calibrated.shape[1] == 0:
         return np.zeros(len(calibrated))
+    if how == "sum":
+        excess = np.where(np.isfinite(calibrated), calibrated - MEAN_SURPRISE, 0.0)
+        return excess.sum(axis=1)
+    filled = np.where(np.isfinite(calibrated), calibrated, -np.inf)
     top = -np.sort(-filled, axis=1)[:, :2]
     best = top[:, 0]
     if how == "top2_mean" and top.shape[1] == 2:
