@@ -130,7 +130,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     delivery: Delivery | None = None
     events_on_stdout = config.sinks.jsonl.enabled and config.sinks.jsonl.path == "-"
     try:
-        with _stop_on_signals(stop), _stdout_for_events_only(events_on_stdout) as events_stream:
+        with _stop_on_signals(stop), stdout_for_events_only(events_on_stdout) as events_stream:
             if config.http.enabled:
                 server = MetricsServer(
                     metrics,
@@ -276,7 +276,7 @@ def _camera_name(path: Path) -> str:
 
 
 @contextmanager
-def _stdout_for_events_only(enabled: bool) -> Iterator[TextIO | None]:
+def stdout_for_events_only(enabled: bool) -> Iterator[TextIO | None]:
     """While running, file descriptor 1 carries only the JSONL events.
 
     Libraries print banners to stdout (ultralytics: "Loading ... for OpenVINO inference..."), which

@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames: expected >= 1, got {args.max_frames}")
-    model = fit_camera(config, args.camera, args.files, seed=args.seed, max_frames=args.max_frames)
+    from pipeline.cli import stdout_for_events_only
+
+    with stdout_for_events_only(True):  # library banners to stderr: fit writes nothing to stdout
+        model = fit_camera(config, args.camera, args.files, seed=args.seed, max_frames=args.max_frames)
     path = model.save(model_path(config, args.camera, args.out))
     c = model.counts
     print(
