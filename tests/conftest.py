@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rtsp_server import LoopbackCamera, gi_missing_reason
 
 # Nothing may reach the internet: ultralytics must not try to download or phone home.
 os.environ["YOLO_OFFLINE"] = "1"
@@ -33,3 +36,30 @@ def models_dir() -> Path:
     if not MODELS.is_dir():
         pytest.fail(f"models not found at {MODELS} (set VIGIL_SHARED)")
     return MODELS
+
+
+@pytest.fixture(scope="module")
+def camsim() -> None:
+    """Skip (with the reason) where the system python cannot run gst-rtsp-server."""
+    reason = gi_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def camera(camsim: None, ped2: Path) -> Iterator[LoopbackCamera]:
+    """The real RTSP camera simulator on a free loopback port, looping Ped2's Test001."""
+    cam = LoopbackCamera(ped2 / "test" / "Test001.mp4").start()
+    try:
+        yield cam
+    finally:
+        cam.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until true; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)

@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rtsp_server import CAMSIM, SYSTEM_PYTHON, LoopbackCamera, free_port, gi_missing_reason
+from rtsp_server import CAMSIM, SYSTEM_PYTHON, LoopbackCamera, free_port
 
 from pipeline.config import SourceConfig
 from pipeline.graph import build_graph
@@ -39,22 +39,6 @@ from pipeline.sources.rtsp import Backoff, RtspSource, redact_url
 CLIP = "test/Test001.mp4"
 # Short timeouts and a low backoff cap so a 10 s outage is noticed and recovered from in seconds.
 FAST = SourceConfig(open_timeout_s=2.0, stall_timeout_s=1.5, backoff_initial_s=0.25, backoff_max_s=2.0)
-
-
-@pytest.fixture(scope="module")
-def camsim() -> None:
-    reason = gi_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def camera(camsim: None, ped2: Path) -> Iterator[LoopbackCamera]:
-    cam = LoopbackCamera(ped2 / CLIP).start()
-    try:
-        yield cam
-    finally:
-        cam.stop()
 
 
 # ---- helpers -------------------------------------------------------------------------------------

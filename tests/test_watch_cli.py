@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import DETECTOR, REPO
 from prometheus_client.parser import text_string_to_metric_families
-from rtsp_server import LoopbackCamera, free_port, gi_missing_reason
+from rtsp_server import LoopbackCamera, free_port
 
 pytestmark = pytest.mark.rtsp
 
@@ -88,22 +88,6 @@ class Watch:
 
     def err(self) -> str:
         return "".join(self.stderr)
-
-
-@pytest.fixture(scope="module")
-def camsim() -> None:
-    reason = gi_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def camera(camsim: None, ped2: Path) -> Iterator[LoopbackCamera]:
-    cam = LoopbackCamera(ped2 / CLIP).start()
-    try:
-        yield cam
-    finally:
-        cam.stop()
 
 
 def write_config(folder: Path, live_port: int, dead_port: int, http_port: int) -> Path:

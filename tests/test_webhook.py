@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from prometheus_client import generate_latest
 
 from pipeline.config import SinksConfig, WebhookSinkConfig
@@ -27,14 +28,6 @@ from pipeline.sinks.webhook import SIGNATURE_HEADER, WebhookTransport, verify
 
 SECRET = "whsec-Do-Not-Leak-7f3a"
 ENV = {"VIGIL_WEBHOOK_SECRET": SECRET}
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Receiver:
