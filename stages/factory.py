@@ -8,6 +8,7 @@ stages by what they need and provide.
 from __future__ import annotations
 
 from pipeline.config import VigilConfig
+from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 from stages.normality import NormalityModel
 
@@ -25,7 +26,13 @@ def perception_stages(config: VigilConfig) -> list[Stage]:
     if config.pose.enabled:
         stages.append(PoseStage.from_config(config.pose))
     if config.appearance.enabled:
-        stages.append(AppearanceStage.from_config(config.appearance))
+        appearance = AppearanceStage.from_config(config.appearance)
+        if appearance.encoder.dim != config.attributes.appearance_dim:
+            raise ConfigError(
+                f"attributes.appearance_dim is {config.attributes.appearance_dim} but the appearance encoder "
+                f"(appearance.layer {config.appearance.layer}) gives {appearance.encoder.dim}: set them equal"
+            )
+        stages.append(appearance)
     stages += [
         FlowStage(config.flow),
         AttributesStage(config.attributes),

@@ -136,3 +136,19 @@ def test_every_k_reuses_cached_embeddings(encoder: AppearanceEncoder, image: np.
     np.testing.assert_array_equal(c.appearance.vectors[2], b.appearance.vectors[2])
     stage.on_source_eos(SourceEvent("cam", "eos"))
     assert "cam" not in stage._cache
+
+
+def test_factory_rejects_an_appearance_dim_that_differs_from_the_encoder() -> None:
+    """A mismatch is one ConfigError at start-up, not a PacketError on every frame."""
+    from pipeline.config import AttributesConfig, VigilConfig
+    from pipeline.errors import ConfigError
+    from stages.factory import perception_stages
+
+    config = VigilConfig(
+        detector=DetectorConfig(model=str(DETECTOR)),
+        pose=PoseConfig(enabled=False),
+        appearance=AppearanceConfig(model=str(POSE), layer=8),
+        attributes=AttributesConfig(appearance_dim=64),
+    )
+    with pytest.raises(ConfigError, match=r"appearance_dim is 64 .* gives 256"):
+        perception_stages(config)
