@@ -6,7 +6,11 @@ histogram (sum / count), end-to-end analysed fps from the run's wall time (model
 up before the clock starts, as for the naive loop). The naive loop (`bench/naive.py`: `track` +
 full-frame pose on every frame, same weights) runs on the same frames in the same process run.
 
-    python -m bench.bench_perception [--clips Test004 640x360] [--detect-k 2] [--out PATH.json]
+    python -m bench.bench_perception [--clips Test004 640x360] [--detect-k 2] [--formats openvino pytorch]
+        [--pose-k 2] [--pose-crop 128] [--flow-scale 1.0] [--out PATH.json]
+
+With several --formats the graph runs once per pose/appearance format on each clip (same process, same
+load), so the formats compare against each other under the same machine load.
 """
 
 from __future__ import annotations
@@ -50,11 +54,28 @@ def config(args: argparse.Namespace) -> VigilConfig:
         raw["detector"]["every_k_frames"] = args.detect_k
     if args.appearance_k is not None:
         raw["appearance"]["every_k_frames"] = args.appearance_k
+    if args.pose_k is not None:
+        raw["pose"]["every_k_frames"] = args.pose_k
+    if args.pose_crop is not None:
+        raw["pose"]["crop_size"] = args.pose_crop
+    if args.flow_scale is not None:
+        raw["flow"] = {"scale": args.flow_scale}
+    raw["models"] = {"cache_dir": str(args.cache)}
     if args.torch_threads is not None:
         raw["pose"]["torch_threads"] = raw["appearance"]["torch_threads"] = args.torch_threads
     if args.ov_threads is not None:
         raw["detector"]["inference_threads"] = args.ov_threads
     return VigilConfig.model_validate(raw)
+
+
+def with_format(cfg: VigilConfig, fmt: str) -> VigilConfig:
+    """`cfg` with pose and appearance in model format `fmt`."""
+    return cfg.model_copy(
+        update={
+            "pose": cfg.pose.model_copy(update={"format": fmt}),
+            "appearance": cfg.appearance.model_copy(update={"format": fmt}),
+        }
+    )
 
 
 def warm_up(stages: list, clip: Path) -> None:  # type: ignore[type-arg]
@@ -122,6 +143,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--detect-k", type=int, default=None, help="detector.every_k_frames (default: config's)")
     ap.add_argument("--appearance-k", type=int, default=None)
+    ap.add_argument("--pose-k", type=int, default=None, help="pose.every_k_frames (default: config's)")
+    ap.add_argument("--pose-crop", type=int, default=None, help="pose.crop_size (default: config's)")
+    ap.add_argument("--flow-scale", type=float, default=None, help="flow.scale (default: config's)")
+    ap.add_argument(
+        "--formats", nargs="+", default=["auto"], help="pose+appearance formats, one graph run each"
+    )
+    ap.add_argument("--cache", type=Path, default=REPO / "var" / "models" / "exports", help="export cache")
     ap.add_argument("--torch-threads", type=int, default=None, help="pose.torch_threads (process-wide)")
     ap.add_argument("--ov-threads", type=int, default=None, help="detector.inference_threads")
     ap.add_argument("--no-naive", action="store_true")
@@ -144,6 +172,7 @@ def main() -> None:
             "pose": cfg.pose.model_dump(),
             "appearance": cfg.appearance.model_dump(),
             "flow": cfg.flow.model_dump(),
+            "formats": args.formats,
         },
         "clips": {},
     }
@@ -153,8 +182,20 @@ def main() -> None:
             if (name == "640x360")
             else PED2 / f"{name}.mp4"
         )
-        graph = graph_run(cfg, clip)
-        row: dict[str, object] = {"clip": str(clip), "graph": graph}
+        row: dict[str, object] = {"clip": str(clip)}
+        graphs: dict[str, dict[str, object]] = {}
+        for fmt in args.formats:
+            cfg_fmt = with_format(cfg, fmt)
+            graphs[fmt] = graph_run(cfg_fmt, clip)
+            g = graphs[fmt]
+            print(
+                f"{name}: graph [{fmt}] {g['fps']} fps, {g['cpu_ms_per_frame']} CPU-ms/frame; "
+                f"ms/frame {g['stage_ms_per_frame']}"
+            )
+        graph = graphs[args.formats[0]]
+        row["graph"] = graph
+        if len(graphs) > 1:
+            row["graph_by_format"] = graphs
         if args.also_every_frame:
             dense = cfg.model_copy(
                 update={

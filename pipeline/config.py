@@ -139,6 +139,12 @@ class PoseConfig(Section):
     batch: int = Field(16, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
+    format: Literal["auto", "pytorch", "onnx", "openvino", "engine"] = Field(
+        "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"
+    )
+    inference_threads: int = Field(
+        1, ge=0, le=256, description="OpenVINO / ONNX Runtime threads of this model (pytorch: torch_threads)"
+    )
 
 
 class AppearanceConfig(Section):
@@ -150,6 +156,18 @@ class AppearanceConfig(Section):
     batch: int = Field(32, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-embed a track every k-th frame (cached)")
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
+    format: Literal["auto", "pytorch", "onnx", "openvino", "engine"] = Field(
+        "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"
+    )
+    inference_threads: int = Field(
+        1, ge=0, le=256, description="OpenVINO / ONNX Runtime threads of this model (pytorch: torch_threads)"
+    )
+
+
+class ModelsConfig(Section):
+    cache_dir: str = Field(
+        "var/models/exports", description="ONNX / OpenVINO / TensorRT exports of .pt weights (reused)"
+    )
 
 
 class FlowConfig(Section):
@@ -256,6 +274,7 @@ class VigilConfig(Section):
     detector: DetectorConfig = DetectorConfig()
     pose: PoseConfig = PoseConfig()
     appearance: AppearanceConfig = AppearanceConfig()
+    models: ModelsConfig = ModelsConfig()
     flow: FlowConfig = FlowConfig()
     attributes: AttributesConfig = AttributesConfig()
     scene_graph: SceneGraphConfig = SceneGraphConfig()

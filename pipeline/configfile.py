@@ -209,6 +209,7 @@ _PATH_FIELDS: tuple[Loc, ...] = (  # plus `model` in any top-level section (dete
     ("sinks", "jsonl", "path"),
     ("scoring", "models_dir"),
     ("events", "media_dir"),
+    ("models", "cache_dir"),
 )
 
 

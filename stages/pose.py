@@ -9,40 +9,66 @@ normalised to the person's box, (x - x1) / w, (y - y1) / h, so poses compare acr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from ultralytics.utils.nms import non_max_suppression
 
 from pipeline.boxes import box_iou
 from pipeline.config import PoseConfig
-from pipeline.errors import PacketError
+from pipeline.errors import ModelError, PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
 from pipeline.stage import Stage
 from stages.detect import check_image
-from stages.yolo_loading import LoadedModel, load_yolo
+from stages.yolo_loading import LoadedNet, load_net
 
 
 class PoseEstimator:
-    """Pose for given person boxes of one image; rows without a found pose are NaN with zero conf."""
+    """Pose for given person boxes of one image; rows without a found pose are NaN with zero conf.
+
+    The network runs in the configured format (PyTorch, ONNX Runtime, OpenVINO, TensorRT) through the
+    same pre- and post-processing (RGB in [0, 1], ultralytics' NMS), so formats differ only by the
+    network's arithmetic (tests/test_model_formats.py bounds the difference).
+    """
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedNet,
         crop_size: int = 160,
         full_frame_min_height: float = 0.35,
         pad: float = 0.25,
         batch: int = 16,
+        conf: float = 0.05,
+        iou: float = 0.7,
     ) -> None:
+        if loaded.task != "pose":
+            raise ModelError(f"{loaded.path}: is a {loaded.task!r} model, expected a 'pose' model")
+        if not loaded.any_size and loaded.imgsz != crop_size:
+            raise ModelError(
+                f"{loaded.path}: export takes {loaded.imgsz}x{loaded.imgsz} crops, not crop_size {crop_size}"
+            )
         self.loaded = loaded
         self.crop_size = crop_size
         self.full_frame_min_height = full_frame_min_height
         self.pad = pad
         self.batch = batch if loaded.max_batch is None else min(batch, loaded.max_batch)
+        self.conf = conf
+        self.iou = iou
 
     @classmethod
-    def from_config(cls, cfg: PoseConfig) -> PoseEstimator:
-        loaded = load_yolo(cfg.model, "pose", cfg.device, cfg.crop_size)
+    def from_config(cls, cfg: PoseConfig, cache_dir: str | Path = "var/models/exports") -> PoseEstimator:
+        loaded = load_net(
+            cfg.model,
+            "pose",
+            cfg.format,
+            cfg.device,
+            cfg.crop_size,
+            cfg.batch,
+            cache_dir,
+            cfg.inference_threads,
+        )
         return cls(loaded, cfg.crop_size, cfg.full_frame_min_height, batch=cfg.batch)
 
     def _square(self, box: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
@@ -52,36 +78,36 @@ class PoseEstimator:
         cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         return round(cx - side / 2), round(cy - side / 2), max(side, 2)
 
-    def _run(self, images: list[np.ndarray], imgsz: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(boxes (M,4), keypoints (M,17,2), conf (M,17)) per image, in that image's pixels."""
+    def _run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(boxes (M,4), keypoints (M,17,2), conf (M,17)) per image of a (B, H, W, 3) BGR uint8 batch."""
         out = []
         for start in range(0, len(images), self.batch):
-            results = self.loaded.model.predict(
-                images[start : start + self.batch],
-                imgsz=imgsz,
-                conf=0.05,
-                device=self.loaded.device,
-                verbose=False,
-            )
-            for r in results:
-                kp = r.keypoints
-                if kp is None or len(r.boxes) == 0:
-                    out.append(
-                        (
-                            np.zeros((0, 4), np.float32),
-                            np.zeros((0, COCO_KEYPOINTS, 2), np.float32),
-                            np.zeros((0, COCO_KEYPOINTS), np.float32),
-                        )
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch][..., ::-1]))
+            x = x.to(self.loaded.device).permute(0, 3, 1, 2).float().div_(255.0)
+            preds = non_max_suppression(self.loaded.net(x), self.conf, self.iou, nc=len(self.loaded.names))
+            for det in preds:
+                det = det.float().cpu().numpy()
+                kp = det[:, 6:].reshape(len(det), COCO_KEYPOINTS, 3)
+                out.append(
+                    (
+                        det[:, :4].astype(np.float32),
+                        kp[..., :2].astype(np.float32),
+                        kp[..., 2].astype(np.float32),
                     )
-                    continue
-                xy = kp.xy.cpu().numpy().astype(np.float32)
-                conf = (
-                    kp.conf.cpu().numpy().astype(np.float32)
-                    if kp.conf is not None
-                    else np.ones(xy.shape[:2], np.float32)
                 )
-                out.append((r.boxes.xyxy.cpu().numpy().astype(np.float32), xy, conf))
         return out
+
+    def _full_frame(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over the whole frame, scaled so its long side is a multiple of 32, padded below/right."""
+        height, width = image.shape[:2]
+        size = int(np.ceil(max(height, width) / 32) * 32)
+        r = size / max(height, width)
+        w, h = round(width * r), round(height * r)
+        scaled = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR) if r != 1 else image
+        pw, ph = -w % 32, -h % 32
+        scaled = cv2.copyMakeBorder(scaled, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(114,) * 3)
+        fb, fk, fc = self._run(scaled[None])[0]
+        return fb / r, fk / r, fc
 
     def estimate(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints (N, 17, 2) normalised to each box, and their confidences (N, 17)."""
@@ -99,9 +125,10 @@ class PoseEstimator:
         large = (boxes[:, 3] - boxes[:, 1]) > self.full_frame_min_height * height
         pixel_kp: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+        if not self.loaded.any_size:  # a fixed-size export cannot take the frame: crops for everyone
+            large[:] = False
         if large.any():
-            size = int(np.ceil(max(height, width) / 32) * 32)
-            (fb, fk, fc) = self._run([image], size)[0]
+            fb, fk, fc = self._full_frame(image)
             for i in np.flatnonzero(large):
                 if len(fb):
                     j = int(np.argmax(box_iou(boxes[i], fb)[0]))
@@ -114,17 +141,14 @@ class PoseEstimator:
                 image, *([max(height, width)] * 4), cv2.BORDER_CONSTANT, value=(114,) * 3
             )
             off = max(height, width)
-            crops, windows = [], []
-            for i in small:
+            crops = np.empty((len(small), self.crop_size, self.crop_size, 3), np.uint8)
+            windows = []
+            for k, i in enumerate(small):
                 x0, y0, side = self._square(boxes[i], width, height)
                 patch = padded[y0 + off : y0 + off + side, x0 + off : x0 + off + side]
-                crops.append(
-                    cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
-                )
+                crops[k] = cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
                 windows.append((x0, y0, side / self.crop_size))
-            for i, (x0, y0, s), (cb, ck, cc) in zip(
-                small, windows, self._run(crops, self.crop_size), strict=True
-            ):
+            for i, (x0, y0, s), (cb, ck, cc) in zip(small, windows, self._run(crops), strict=True):
                 if not len(cb):
                     continue
                 target = (boxes[i] - np.array([x0, y0, x0, y0], np.float32)) / s
@@ -179,8 +203,10 @@ class PoseStage(Stage):
         self._cache: dict[str, dict[int, _CachedPose]] = {}
 
     @classmethod
-    def from_config(cls, cfg: PoseConfig) -> PoseStage:
-        return cls(PoseEstimator.from_config(cfg), cfg.every_k_frames, torch_threads=cfg.torch_threads)
+    def from_config(cls, cfg: PoseConfig, cache_dir: str | Path = "var/models/exports") -> PoseStage:
+        return cls(
+            PoseEstimator.from_config(cfg, cache_dir), cfg.every_k_frames, torch_threads=cfg.torch_threads
+        )
 
     def on_start(self) -> None:
         set_torch_threads(self.torch_threads)

@@ -8,15 +8,21 @@ cannot do fails at load time instead of silently resizing or crashing in the fir
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from ultralytics import YOLO
 
 from pipeline.errors import ModelError
+from stages.model_export import Format, check_tensorrt, export_yolo, resolve_format
+
+log = logging.getLogger(__name__)
 
 _EXPORT_SUFFIXES = (".onnx", ".engine", ".torchscript", ".mlpackage", ".tflite")
 
@@ -132,3 +138,226 @@ def _openvino_threads(model: YOLO, folder: Path, imgsz: int, device: str, thread
     ov_model = backend.ov.Core().read_model(model=str(xml), weights=xml.with_suffix(".bin"))
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     backend.ov_compiled_model = backend.compile_model(ov_model, config=config)
+
+
+# --- raw networks in a chosen format (pose, appearance): tensors in, the first output tensor out ------------
+
+
+class TorchNet:
+    """A PyTorch module on its device."""
+
+    format: Format = "pytorch"
+
+    def __init__(self, module: torch.nn.Module, device: str) -> None:
+        self.device = device
+        self.module = module.to(torch.device(device)).eval().float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            y = self.module(x.to(self.device, non_blocking=True))
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+    def input_dims(self) -> tuple[int | None, int | None, int | None]:
+        return None, None, None
+
+
+class OpenVINONet:
+    """An OpenVINO IR compiled for the CPU with a fixed thread count (LATENCY hint)."""
+
+    format: Format = "openvino"
+    device = "cpu"
+
+    def __init__(self, xml: Path, threads: int) -> None:
+        import openvino as ov
+
+        # f32 explicitly: OpenVINO picks bf16 on CPUs with AMX, and formats must agree (test_model_formats)
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ModelError(f"{xml}: cannot compile OpenVINO model ({msg[:200]})") from e
+        self.request = self.compiled.create_infer_request()
+
+    def input_dims(self) -> tuple[int | None, int | None, int | None]:
+        """(batch, height, width) of the input; None where the export leaves it dynamic."""
+        shape = self.compiled.input(0).get_partial_shape()
+        return tuple(None if d.is_dynamic else d.get_length() for d in (shape[0], shape[2], shape[3]))  # type: ignore[return-value]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.request.infer([np.ascontiguousarray(x.cpu().numpy(), np.float32)])
+        return torch.from_numpy(np.array(next(iter(out.values()))))
+
+
+class OnnxNet:
+    """An ONNX Runtime session; CUDA execution provider when asked for and installed, else the CPU."""
+
+    format: Format = "onnx"
+
+    def __init__(self, path: Path, device: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        self.device = "cpu"
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                index = int(device.split(":")[1]) if ":" in device else 0
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))  # type: ignore[arg-type]
+                self.device = device
+            else:
+                log.warning("%s: onnxruntime has no CUDA provider here; this model runs on the CPU", path)
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ModelError(f"{path}: cannot load ONNX model ({e.__class__.__name__}: {msg[:200]})") from e
+        self.input = self.session.get_inputs()[0].name
+
+    def input_dims(self) -> tuple[int | None, int | None, int | None]:
+        """(batch, height, width) of the input; None where the export leaves it dynamic."""
+        shape = self.session.get_inputs()[0].shape
+        return tuple(d if isinstance(d, int) else None for d in (shape[0], shape[2], shape[3]))  # type: ignore[return-value]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input: np.ascontiguousarray(x.cpu().numpy(), np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+class TensorRTNet:
+    """A TensorRT engine through ultralytics' AutoBackend (which owns the bindings)."""
+
+    format: Format = "engine"
+
+    def __init__(self, path: Path, device: str) -> None:
+        check_tensorrt(device)
+        from ultralytics.nn.autobackend import AutoBackend
+
+        self.device = device
+        try:
+            self.backend = AutoBackend(str(path), device=torch.device(device), verbose=False)
+        except Exception as e:  # TensorRT raises many types for bad or mismatched engines
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise ModelError(
+                f"{path}: cannot load TensorRT engine ({e.__class__.__name__}: {msg[:200]})"
+            ) from e
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.backend(x.to(self.device))
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+    def input_dims(self) -> tuple[int | None, int | None, int | None]:
+        """A dynamic engine takes batches up to its export batch at its export size (both fixed here)."""
+        size = getattr(self.backend, "imgsz", None) or [None, None]
+        return int(getattr(self.backend, "batch", 1)), size[0], size[1]
+
+
+InferenceNet = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedNet:
+    """A YOLO network in one format, called on (B, 3, H, W) float tensors in [0, 1] (RGB)."""
+
+    net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet
+    path: str
+    format: Format
+    task: str
+    names: tuple[str, ...]
+    #: where the network computes (an explicit fallback to "cpu" is logged when asked for CUDA)
+    device: str
+    #: input size the export was built for; `any_size` exports also take other multiples of 32
+    imgsz: int
+    any_size: bool
+    #: largest batch one call accepts (None: any)
+    max_batch: int | None
+    #: the PyTorch checkpoint's model (for parts of it, e.g. the appearance backbone); None for exports
+    torch_model: torch.nn.Module | None
+
+
+def fallback_device(fmt: Format, device: str, what: str) -> str:
+    """The device a format can run on: OpenVINO is CPU-only here, so CUDA falls back with a log line."""
+    if fmt == "openvino" and device.startswith("cuda"):
+        log.warning("%s: format 'openvino' runs on the CPU; device %r is not used for it", what, device)
+        return "cpu"
+    return device
+
+
+def _export_kind(p: Path) -> Format | None:
+    if p.suffix == ".pt":
+        return "pytorch"
+    if p.suffix == ".onnx":
+        return "onnx"
+    if p.suffix == ".engine":
+        return "engine"
+    if p.is_dir() and p.name.endswith("_openvino_model"):
+        return "openvino"
+    return None
+
+
+def open_net(
+    path: Path, fmt: Format, device: str, threads: int
+) -> TorchNet | OpenVINONet | OnnxNet | TensorRTNet:
+    """The runnable network of an exported model file or folder."""
+    if fmt == "openvino":
+        xml = next(iter(sorted(path.glob("*.xml"))), None) if path.is_dir() else None
+        if xml is None:
+            raise ModelError(f"{path}: OpenVINO folder has no .xml model")
+        return OpenVINONet(xml, threads)
+    if fmt == "onnx":
+        return OnnxNet(path, device, threads)
+    if fmt == "engine":
+        return TensorRTNet(path, device)
+    raise ModelError(f"{path}: not an exported model")
+
+
+def load_net(
+    path: str,
+    task: str | tuple[str, ...],
+    fmt: str,
+    device: str,
+    imgsz: int,
+    batch: int,
+    cache_dir: str | Path,
+    inference_threads: int = 0,
+) -> LoadedNet:
+    """Load `path` as a raw network in format `fmt` ('auto' or one of model_export.FORMATS).
+
+    A `.pt` checkpoint is exported once to `fmt` into `cache_dir` (dynamic batch up to `batch`, input
+    `imgsz`) and the export is what runs; an export given directly runs as it is (its format must match
+    `fmt` unless that is 'auto'). `inference_threads` > 0 sets OpenVINO / ONNX Runtime intra-op threads.
+    """
+    loaded = load_yolo(path, task, device)
+    dev = loaded.device
+    p = Path(path).expanduser()
+    if not p.exists():  # a bare name that ultralytics fetched: the file it loaded
+        p = Path(str(getattr(loaded.model, "ckpt_path", "") or path))
+    kind = _export_kind(p)
+    if kind is None:
+        raise ModelError(f"{path}: unknown model format (expected .pt, .onnx, .engine or *_openvino_model/)")
+    want = resolve_format(fmt, dev) if (fmt != "auto" or kind == "pytorch") else kind
+    if kind != "pytorch" and want != kind:
+        raise ModelError(f"{path}: is a {kind} export but format {fmt!r} was asked (give the .pt weights)")
+    dev = fallback_device(want, dev, path)
+    if want == "pytorch":
+        module = loaded.model.model
+        if not isinstance(module, torch.nn.Module):
+            raise ModelError(f"{path}: not a PyTorch model")
+        if hasattr(module, "fuse"):
+            module = module.fuse(verbose=False)  # conv+bn folded, as ultralytics' predict does
+        net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(module, dev)
+        return LoadedNet(net, str(p), want, loaded.task, loaded.names, dev, imgsz, True, None, module)
+    source = p if kind != "pytorch" else export_yolo(p, want, imgsz, batch, Path(cache_dir), dev)
+    net = open_net(source, want, dev, inference_threads)
+    batch_dim, height, width = net.input_dims()
+    any_size = height is None and width is None
+    built = imgsz if any_size else int(height or imgsz)
+    return LoadedNet(
+        net, str(source), want, loaded.task, loaded.names, net.device, built, any_size, batch_dim, None
+    )
