@@ -160,6 +160,8 @@ class Explainer:
             "appearance": f"this {name} looks unlike anything seen in training",
             "dynamics": "erratic movement: its next step does not follow from the last ones",
             "speed_vs_pose": f"gliding: {float(attrs.speed[i]):.1f} body-heights/s with little leg motion",
+            "gait": f"gliding: moving {float(attrs.speed[i]):.1f} body-heights/s without the box swing "
+            "of a walking stride",
         }.get(a, f"{a} unusual")
         return Reason(
             a, f"{raw:.2f}", f"<= {q99:.2f} (99th pct)", score, f"{text} ({raw:.2f}, normal <= {q99:.2f})"

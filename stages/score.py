@@ -4,9 +4,12 @@ Per object, each attribute's raw score is calibrated to -log10(tail probability 
 normal data). The object score combines them (`scoring.combine`: the max, or the mean of the top
 two) and calibrates that statistic again on the same held-out objects, so "3" means one normal
 object in a thousand scores higher, whatever the number of attributes. The reported object score is
-the causal mean of that value over the track's last `track_window` analysed frames, a track younger
-than the window counting its missing frames as 0: an anomaly has to persist on one object, so a
-one-frame flicker (a spurious box of an odd class, a flow artefact) is damped while a cyclist is not.
+the causal mean of that value over the track's last `track_window` analysed frames (a younger track:
+over the frames it has), so a flicker within a track (a box that briefly changes class or size, a
+flow artefact) is damped, while a new object is scored from its first frame: counting a young
+track's missing frames as 0 delayed every anomaly's onset by the window (a cyclist entering the
+view, a moving region whose id changes from frame to frame), which the frame-level causal mean
+then delays again.
 Frame score = max over objects (0 with none); `smoothed_score` = causal trailing mean over
 `smoothing_frames` frames.
 """
@@ -50,7 +53,7 @@ UNTRACKED = -1
 
 
 class TrackSmoother:
-    """Causal per-track mean of the last `window` scores; missing (younger) frames count as 0."""
+    """Causal per-track mean of the last `window` scores (a younger track: of the scores it has)."""
 
     def __init__(self, window: int, expiry_frames: int = 50) -> None:
         self.window = window
@@ -64,13 +67,13 @@ class TrackSmoother:
             return scores
         out = np.empty(len(scores), np.float64)
         for i, (tid, value) in enumerate(zip(track_ids.tolist(), scores.tolist(), strict=True)):
-            if tid == UNTRACKED:  # no identity to accumulate over: one frame's worth
-                out[i] = value / self.window
+            if tid == UNTRACKED:  # no identity to accumulate over: the frame's own score
+                out[i] = value
                 continue
             _, recent = self._tracks.get(tid, (0, deque(maxlen=self.window)))
             recent.append(float(value))
             self._tracks[tid] = (self._frame, recent)
-            out[i] = sum(recent) / self.window
+            out[i] = sum(recent) / len(recent)
         if self._frame % self.expiry_frames == 0:
             cutoff = self._frame - self.expiry_frames
             self._tracks = {t: v for t, v in self._tracks.items() if v[0] >= cutoff}

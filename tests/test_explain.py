@@ -44,6 +44,7 @@ def explain(model: NormalityModel, walkers: list[Walker], relations=None):
         ),
         ([Walker(1), Walker(2)], [(1, "riding", 2)], "relations", ["riding a person: relation never seen"]),
         ([Walker(1, leg_swing=0.0)], None, "speed_vs_pose", ["gliding", "little leg motion"]),
+        ([Walker(1, stride=0.0)], None, "gait", ["gliding: moving ", "walking stride"]),
     ],
 )
 def test_top_reason_names_the_attribute_in_plain_words(model, walkers, relations, attribute, words) -> None:

@@ -160,6 +160,7 @@ def test_normal_footage_scores_low(model: NormalityModel) -> None:
         ("unseen class", [Walker(1, cls="bicycle"), Walker(2, speed=-1.0)], None, "class_in_place"),
         ("unseen triplet", [Walker(1), Walker(2)], [(1, "overlapping", 2)], "relations"),
         ("glider", [Walker(1, leg_swing=0.0), Walker(2, speed=-1.0)], None, "speed_vs_pose"),
+        ("rigid box", [Walker(1, stride=0.0), Walker(2, speed=-1.0)], None, "gait"),
         ("odd place", [Walker(1, y=0.05), Walker(2, speed=-1.0)], None, "class_in_place"),
     ],
 )
@@ -332,3 +333,48 @@ def test_fit_footage_paths(ped2: Path, tmp_path: Path) -> None:
         video_files([tmp_path / "missing.mp4"])
     with pytest.raises(SourceError, match="no video files"):
         video_files([tmp_path])
+
+
+# ---- walking stride (box-aspect swing) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("series", "expected"),
+    [
+        (np.linspace(-1.0, -0.5, 8), 0.0),  # a steady trend (turning, perspective) is no stride
+        (np.full(8, -0.9), 0.0),
+        # a swing of +-0.1 (its own small linear part, 2 %, goes with the trend)
+        (-0.9 + 0.1 * np.array([1, -1, 1, -1, 1, -1, 1, -1.0]), 0.0976),
+        (np.linspace(-1.0, -0.5, 8) + 0.1 * np.array([1, -1, 1, -1, 1, -1, 1, -1.0]), 0.0976),
+    ],
+)
+def test_detrended_std(series: np.ndarray, expected: float) -> None:
+    from stages.normality.features import detrended_std
+
+    assert detrended_std(series) == pytest.approx(expected, abs=2e-3)
+
+
+@pytest.mark.parametrize(("stride", "gliding"), [(0.15, False), (0.0, True)])
+def test_stride_of_walkers_and_gliders(stride: float, gliding: bool) -> None:
+    """A walker's box swings with each step; a rigid glider at the same speed scores higher on gait."""
+    from stages.normality.features import STRIDE_FLOOR, TrackMemory, gait
+
+    memory = TrackMemory(history=4, pose_window=8)
+    rng = np.random.default_rng(3)
+    walker = Walker(1, stride=stride)
+    for f in range(12):
+        hist = memory.update(frame_sample([walker], f / 10, rng).attributes, f / 10)
+    s = float(hist.stride[0])
+    assert (s < 2 * STRIDE_FLOOR) == gliding, s
+    g = float(gait(np.array([1.0]), hist.stride)[0])
+    assert (g > np.log(1.1 / (2 * STRIDE_FLOOR + STRIDE_FLOOR))) == gliding, g
+
+
+def test_untracked_detections_share_no_history() -> None:
+    from stages.normality.features import TrackMemory
+
+    memory = TrackMemory(history=4, pose_window=8)
+    rng = np.random.default_rng(4)
+    for f in range(10):
+        hist = memory.update(frame_sample([Walker(-1), Walker(-1, x=0.2)], f / 10, rng).attributes, f / 10)
+    assert not memory.tracks and np.isnan(hist.stride).all() and np.isnan(hist.windows).all()

@@ -1,8 +1,14 @@
 """Features judged by the normality model, computed the same way at fit time and at score time.
 
 `TrackMemory` is the per-camera state the history-based attributes need (the last velocities for the
-dynamics predictor, the last poses for the speed-vs-pose consistency); one per camera, created and
-freed by the score stage's lifecycle hooks and by the fitter per clip.
+dynamics predictor, the last poses for the speed-vs-pose consistency, the last box aspects for the
+walking stride); one per camera, created and freed by the score stage's lifecycle hooks and by the
+fitter per clip.
+
+Stride: a walker's box widens and narrows with every step (legs apart, legs together), a rider's or
+a skater's does not. `stride` = standard deviation of the track's log box aspect (width / height)
+around its linear trend over the pose window, the trend removing slow changes of viewpoint. It needs
+no keypoints, so it holds for people 20 px tall whose poses are noise.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ HIPS = (11, 12)
 LEGS = (13, 14, 15, 16)  # knees, ankles
 MIN_POSE_FRAMES = 6  # of the pose window: a shorter stretch misses part of a stride
 TRACK_EXPIRY_S = 5.0
+UNTRACKED = -1  # Detections.track_id of a detection the tracker did not follow
 
 
 def split_pose(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +67,7 @@ class _Track:
     last_pts: float
     velocity: deque[np.ndarray]
     legs: deque[np.ndarray]  # (4, 2) leg keypoints relative to the hip centre, in box-heights
+    log_aspect: deque[float]
 
 
 @dataclass
@@ -68,6 +76,7 @@ class HistoryFeatures:
 
     windows: np.ndarray  # (N, history + 1, 2), NaN where the track is too young
     leg_motion: np.ndarray  # (N,) box-heights, std of knee/ankle positions over the pose window
+    stride: np.ndarray  # (N,) detrended std of log box aspect over the pose window; NaN: too young
 
 
 @dataclass
@@ -82,14 +91,21 @@ class TrackMemory:
         n = len(attrs)
         windows = np.full((n, self.history + 1, 2), np.nan)
         legs = np.full(n, np.nan)
+        stride = np.full(n, np.nan)
+        log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
         xy, conf = split_pose(attrs.pose)
         for i in range(n):
             tid = int(attrs.track_id[i])
-            if attrs.is_blob[i]:
+            if attrs.is_blob[i] or tid == UNTRACKED:  # no identity: no history
                 continue
             tr = self.tracks.get(tid)
             if tr is None:
-                tr = _Track(pts, deque(maxlen=self.history + 1), deque(maxlen=self.pose_window))
+                tr = _Track(
+                    pts,
+                    deque(maxlen=self.history + 1),
+                    deque(maxlen=self.pose_window),
+                    deque(maxlen=self.pose_window),
+                )
                 self.tracks[tid] = tr
             tr.last_pts = pts
             v = attrs.velocity[i].astype(np.float64)
@@ -103,10 +119,14 @@ class TrackMemory:
             if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
                 stack = np.stack(tr.legs)  # (T, 4, 2)
                 legs[i] = float(np.nanmean(np.linalg.norm(np.nanstd(stack, axis=0), axis=1)))
+            if np.isfinite(log_a[i]):
+                tr.log_aspect.append(float(log_a[i]))
+            if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.pose_window):
+                stride[i] = detrended_std(np.fromiter(tr.log_aspect, np.float64))
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
-        return HistoryFeatures(windows, legs)
+        return HistoryFeatures(windows, legs, stride)
 
 
 def _leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: float) -> np.ndarray | None:
@@ -118,6 +138,25 @@ def _leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: float) -> np.ndarray 
     p[:, 0] *= aspect if np.isfinite(aspect) else 1.0
     hip = p[list(HIPS)].mean(axis=0)
     return p[list(LEGS)] - hip
+
+
+def detrended_std(x: np.ndarray) -> float:
+    """Standard deviation of a series around its least-squares line."""
+    t = np.arange(len(x), dtype=np.float64)
+    t -= t.mean()
+    slope = float(t @ (x - x.mean()) / (t @ t)) if len(x) > 1 else 0.0
+    return float(np.std(x - x.mean() - slope * t))
+
+
+#: floors of the gait ratio: speed (box-heights/s) below which nobody is moving, and the box-aspect
+#: jitter of a still box (5th percentile of the stride of Ped2's training people, 0.019)
+GAIT_SPEED_FLOOR = 0.1
+STRIDE_FLOOR = 0.02
+
+
+def gait(speed: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """log of speed over stride: high when a person moves without the box swing of walking."""
+    return np.log((np.asarray(speed, np.float64) + GAIT_SPEED_FLOOR) / (stride + STRIDE_FLOOR))
 
 
 def speed_vs_pose(speed: np.ndarray, leg_motion: np.ndarray) -> np.ndarray:

@@ -11,7 +11,13 @@ import numpy as np
 
 from pipeline.errors import ModelError
 from pipeline.packets import ObjectAttributes, SceneGraph
-from stages.normality.features import HistoryFeatures, motion_features, pose_features, speed_vs_pose
+from stages.normality.features import (
+    HistoryFeatures,
+    gait,
+    motion_features,
+    pose_features,
+    speed_vs_pose,
+)
 from stages.normality.grids import DIRECTION_BINS, direction_bin
 from stages.normality.model import ATTRIBUTES, NormalityModel
 
@@ -80,6 +86,8 @@ def raw_scores(
             v = np.where(attrs.is_blob, np.fmax(zf, zs), np.nan)
         elif a == "speed_vs_pose":
             v = np.where(person, speed_vs_pose(attrs.speed, hist.leg_motion), np.nan)
+        elif a == "gait":
+            v = np.where(person, gait(attrs.speed, hist.stride), np.nan)
         else:
             raise ModelError(f"unknown attribute {a!r}; known: {', '.join(ATTRIBUTES)}")
         out[:, j] = v

@@ -24,7 +24,7 @@ from stages.normality.memory import MemoryBank, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
-VERSION = 1
+VERSION = 2  # 2: attribute gait (calibrator and holdout column)
 
 #: every attribute the model judges, in the order of Scores.attribute_names
 ATTRIBUTES = (
@@ -41,6 +41,7 @@ ATTRIBUTES = (
     "dwell",
     "unexplained_motion",
     "speed_vs_pose",
+    "gait",
 )
 QUANTITIES = ("speed", "log_height", "log_aspect", "scale_rate", "dwell", "blob_flow", "blob_area")
 BANKS = ("motion", "pose", "appearance")

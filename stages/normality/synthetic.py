@@ -1,8 +1,9 @@
 """Hand-built attribute streams of a synthetic walkway, for tests and examples.
 
 People walk left or right along the middle rows of the image at about 1 body-height/s with
-swinging legs; `Walker` describes one object and `frame_sample` turns a frame's walkers into the
-ObjectAttributes and SceneGraph packets the perception stages would have produced.
+swinging legs and a box that widens and narrows with each stride; `Walker` describes one object
+and `frame_sample` turns a frame's walkers into the ObjectAttributes and SceneGraph packets the
+perception stages would have produced.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Walker:
     height: float = 0.15
     aspect: float = 0.4
     leg_swing: float = 0.08  # amplitude of knee/ankle motion in box units
+    stride: float = 0.15  # relative amplitude of the box-aspect swing of walking (0: a rigid glider)
     is_blob: bool = False
 
 
@@ -55,7 +57,8 @@ def frame_sample(
     rows, cols = GRID
     ground = np.array([[w.x, w.y] for w in walkers], np.float32).reshape(n, 2)
     height = np.array([w.height for w in walkers], np.float32) * (1 + 0.03 * rng.standard_normal(n))
-    aspect = np.array([w.aspect for w in walkers], np.float32) * (1 + 0.05 * rng.standard_normal(n))
+    swing = np.array([w.stride * np.sin(2 * np.pi * 2.0 * t + w.track_id) for w in walkers])
+    aspect = np.array([w.aspect for w in walkers], np.float32) * (1 + swing + 0.02 * rng.standard_normal(n))
     vx = np.array([w.speed for w in walkers]) + 0.05 * rng.standard_normal(n)
     vy = 0.05 * rng.standard_normal(n)
     velocity = np.stack([vx, vy], axis=1).astype(np.float32)
