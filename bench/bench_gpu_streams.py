@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -402,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "held": 0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    # a step timeout (SIGTERM) must not leave the child running: subprocess.run kills it on SystemExit
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     for n in args.streams:
         part = args.out.with_suffix(f".n{n}.json")
         child = [sys.executable, "-m", "bench.bench_gpu_streams", "--child", "--streams", str(n)]

@@ -10,9 +10,9 @@
 # Run from the repo root:   bash bench/gpu/device_b.sh     (carry: .gpu/whl_b, .gpu/shared)
 # Dry run here on the CPU:  SKIP_INSTALL=1 PY=.venv/bin/python VIGIL_DEVICE=cpu QUICK=1 OUT=/tmp/gpu_dry \
 #                           bash bench/gpu/device_b.sh
-# Knobs: STREAMS ("1 2 4 8 16"), DURATION (15), WARMUP (6), OV_THREADS (4), PERC_CLIPS,
-#        T_TESTS/T_PERC/T_FIT/T_STREAMS (step timeouts, s), GPU_EXTRA_TESTS (more test files for step a),
-#        STEPS (abc: which steps run).
+# Knobs: STREAMS ("1 2 4 8 16"), DURATION (10), WARMUP (5), OV_THREADS (4), PERC_CLIPS, FIT_MAX_FRAMES (90),
+#        T_TESTS/T_PERC/T_FIT/T_STREAMS/T_MEDIA (step timeouts, s: 90/75/50/150/40),
+#        GPU_EXTRA_TESTS (more test files for step a), STEPS (abc: which steps run).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 START=$(date +%s)
@@ -28,7 +28,7 @@ if [ "$QUICK" = 1 ]; then # the CPU dry run: small N, short windows
     STREAMS=${STREAMS:-1 2} DURATION=${DURATION:-5} WARMUP=${WARMUP:-4} OV_THREADS=${OV_THREADS:-1} MEDIA_N=1
     PERC_CLIPS=${PERC_CLIPS:-Test004}
 fi
-STREAMS=${STREAMS:-1 2 4 8 16} DURATION=${DURATION:-15} WARMUP=${WARMUP:-6} OV_THREADS=${OV_THREADS:-4}
+STREAMS=${STREAMS:-1 2 4 8 16} DURATION=${DURATION:-10} WARMUP=${WARMUP:-5} OV_THREADS=${OV_THREADS:-4}
 PERC_CLIPS=${PERC_CLIPS:-Test004 640x360} STEPS=${STEPS:-abc}
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
@@ -50,7 +50,7 @@ env_rc=${PIPESTATUS[0]}
 head -12 "$OUT/env.txt"
 if [ "$env_rc" = 3 ]; then # no OpenVINO: only the tests that need no detector, then stop
     log "OPENVINO MISSING - call A's /tmp/site is gone. Running the detector-free CUDA tests only; rerun A then B."
-    timeout "${T_TESTS:-150}" $PY -m pytest tests/test_cuda_paths.py -v -p no:cacheprovider \
+    timeout "${T_TESTS:-90}" $PY -m pytest tests/test_cuda_paths.py -v -p no:cacheprovider \
         -k "device_is or knn or coreset or dynamics" 2>&1 | tee "$OUT/pytest.log" | tail -25
     exit 3
 elif [ "$env_rc" != 0 ]; then
@@ -61,7 +61,7 @@ fi
 if [[ $STEPS == *a* ]]; then
     log "a) CUDA path tests on $DEVICE"
     # shellcheck disable=SC2086  # GPU_EXTRA_TESTS is a list of paths
-    timeout "${T_TESTS:-150}" $PY -m pytest tests/test_cuda_paths.py ${GPU_EXTRA_TESTS:-} -v -p no:cacheprovider \
+    timeout "${T_TESTS:-90}" $PY -m pytest tests/test_cuda_paths.py ${GPU_EXTRA_TESTS:-} -v -p no:cacheprovider \
         -o addopts="" 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error" | tail -40
     log "a) rc=${PIPESTATUS[0]}"
 fi
@@ -69,14 +69,14 @@ fi
 if [[ $STEPS == *b* ]]; then
     log "b) perception graph vs naive on $DEVICE ($PERC_CLIPS)"
     # shellcheck disable=SC2086
-    timeout "${T_PERC:-120}" $PY -m bench.gpu.perception --device "$DEVICE" --clips $PERC_CLIPS \
+    timeout "${T_PERC:-75}" $PY -m bench.gpu.perception --device "$DEVICE" --clips $PERC_CLIPS \
         --ov-threads "$OV_THREADS" --out "$OUT/perception.json" >"$OUT/perception.log" 2>&1
     log "b) rc=$?"
     grep -E "fps|ms/frame per stage|Error|error" "$OUT/perception.log" | grep -v "^Ultralytics\|OpenVINO:" | tail -12
 fi
 
 if [[ $STEPS == *c* ]]; then
-    log "c0) fit the Ped2 normality model on Train001-004 with $DEVICE (for the full graph in c)"
+    log "c0) fit the Ped2 model on Train001-004 (${FIT_MAX_FRAMES:-90} frames each) with $DEVICE, for c)"
     MODEL=/tmp/vigil-gpu-ped2.npz
     rm -f "$MODEL"
     printf 'detector:\n  model: %s\n  inference_threads: %s\npose:\n  model: %s\n  device: %s\n' \
@@ -84,10 +84,10 @@ if [[ $STEPS == *c* ]]; then
         "$DEVICE" >/tmp/vigil-gpu-fit.yaml
     printf 'appearance:\n  model: %s\n  device: %s\nscoring:\n  device: %s\n' \
         "$VIGIL_SHARED/models/yolo11n-pose.pt" "$DEVICE" "$DEVICE" >>/tmp/vigil-gpu-fit.yaml
-    FIT_FRAMES=()
+    FIT_FRAMES=(--max-frames "${FIT_MAX_FRAMES:-90}")
     [ "$QUICK" = 1 ] && FIT_FRAMES=(--max-frames 40)
     t0=$(date +%s)
-    timeout "${T_FIT:-90}" $PY -m pipeline.cli fit "$VIGIL_SHARED"/data/ucsd_ped2/train/Train00{1,2,3,4}.mp4 \
+    timeout "${T_FIT:-50}" $PY -m pipeline.cli fit "$VIGIL_SHARED"/data/ucsd_ped2/train/Train00{1,2,3,4}.mp4 \
         --camera ped2 -c /tmp/vigil-gpu-fit.yaml --out "$MODEL" "${FIT_FRAMES[@]}" 2>&1 | grep -v "^\s*$" | tail -3
     log "c0) rc=${PIPESTATUS[0]}, $(($(date +%s) - t0)) s"
     MODEL_ARGS=()
@@ -95,14 +95,14 @@ if [[ $STEPS == *c* ]]; then
 
     log "c) concurrent 1080p cameras on $DEVICE (N = $STREAMS, ${DURATION}s each)"
     # shellcheck disable=SC2086
-    timeout "${T_STREAMS:-230}" $PY -m bench.bench_gpu_streams --device "$DEVICE" "${MODEL_ARGS[@]}" \
+    timeout "${T_STREAMS:-150}" $PY -m bench.bench_gpu_streams --device "$DEVICE" "${MODEL_ARGS[@]}" \
         --streams $STREAMS --duration "$DURATION" --warmup "$WARMUP" --ov-threads "$OV_THREADS" \
         --out "$OUT/streams.json" >"$OUT/streams.log" 2>&1
     log "c) rc=$?"
     grep -E "^vigil|ms/frame|GPU|held|not held|clip |Error|error" "$OUT/streams.log" | tail -30
     MEDIA_N=${MEDIA_N:-4}
     log "c2) the same with event snapshots + clips written (N = $MEDIA_N)"
-    timeout "${T_MEDIA:-70}" $PY -m bench.bench_gpu_streams --device "$DEVICE" "${MODEL_ARGS[@]}" \
+    timeout "${T_MEDIA:-40}" $PY -m bench.bench_gpu_streams --device "$DEVICE" "${MODEL_ARGS[@]}" \
         --streams "$MEDIA_N" --duration "$DURATION" --warmup "$WARMUP" --ov-threads "$OV_THREADS" --media \
         --out "$OUT/streams_media.json" >>"$OUT/streams.log" 2>&1
     log "c2) rc=$?"
