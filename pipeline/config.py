@@ -228,7 +228,10 @@ class ScoringConfig(Section):
     combine: Literal["max", "top2_mean", "sum"] = "max"
     smoothing_frames: int = Field(10, ge=1, le=1000)
     track_window: int = Field(
-        5, ge=1, le=1000, description="object score = mean of the track's last N frame scores (1: off)"
+        5,
+        ge=1,
+        le=1000,
+        description="object score = mean of the track's last N frame scores (younger: its own; 1: off)",
     )
     warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
@@ -240,6 +243,7 @@ class ScoringConfig(Section):
     dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
     dynamics_epochs: int = Field(40, ge=1, le=10_000)
     pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
+    gait_window: int = Field(8, ge=3, le=1000, description="frames of box-aspect and speed history for gait")
     holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
 
 

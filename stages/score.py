@@ -99,7 +99,7 @@ class Scorer:
         self.state = _Camera(
             model,
             model.object_calibrator(self.attributes, config.combine),
-            TrackMemory(config.dynamics_history, config.pose_window),
+            TrackMemory(config.dynamics_history, config.pose_window, config.gait_window),
             deque(maxlen=config.smoothing_frames),
             TrackSmoother(config.track_window),
         )

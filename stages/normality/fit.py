@@ -115,7 +115,7 @@ def fit_normality(
     )
     n_objects = 0
     for clip in tqdm(_by_clip(fit_part).values(), desc="fit: statistics", unit="clip"):
-        memory = TrackMemory(config.dynamics_history, config.pose_window)
+        memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
         for s in clip:
             a = s.attributes
             if a.class_names != names:
@@ -213,7 +213,7 @@ def fit_normality(
     # ---- pass 2: calibrate on the held-out part ---------------------------------------------------
     raws: list[np.ndarray] = []
     for clip in tqdm(_by_clip(hold_part).values(), desc="fit: calibration", unit="clip"):
-        memory = TrackMemory(config.dynamics_history, config.pose_window)
+        memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
         for s in clip:
             hist = memory.update(s.attributes, s.pts)
             if len(s.attributes):

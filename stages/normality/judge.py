@@ -87,7 +87,7 @@ def raw_scores(
         elif a == "speed_vs_pose":
             v = np.where(person, speed_vs_pose(attrs.speed, hist.leg_motion), np.nan)
         elif a == "gait":
-            v = np.where(person, gait(attrs.speed, hist.stride), np.nan)
+            v = np.where(person, gait(hist.track_speed, hist.stride), np.nan)
         else:
             raise ModelError(f"unknown attribute {a!r}; known: {', '.join(ATTRIBUTES)}")
         out[:, j] = v

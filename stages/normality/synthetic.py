@@ -135,6 +135,9 @@ def normal_clip(seed: int, frames: int = 60, clip: str = "clip", walkers: int = 
         )
         for i in range(walkers)
     ]
+    strides = np.random.default_rng(seed + 10_000).uniform(0.1, 0.2, walkers)  # people's strides differ
+    for w, stride in zip(people, strides, strict=True):
+        w.stride = float(stride)
     out = []
     for f in range(frames):
         t = f / FPS
