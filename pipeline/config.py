@@ -259,6 +259,8 @@ class EventsConfig(Section):
     clips: bool = True
     clip_pre_s: float = Field(2.0, ge=0, le=60)
     clip_post_s: float = Field(2.0, ge=0, le=60)
+    clip_max_s: float = Field(60.0, gt=0, le=3600, description="longest clip; events overlapping share one")
+    clip_max_height: int = Field(720, ge=64, le=4320, description="taller frames are scaled down for clips")
 
     @field_validator("end_score")
     @classmethod

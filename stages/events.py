@@ -2,7 +2,8 @@
 
 `EventTracker` is the pure state machine of one camera (testable with hand-built observations);
 `EventStage` feeds it from the packets, writes the snapshot when an event opens and records the
-clip from the camera's pre-roll buffer until `clip_post_s` after the event ends.
+clip from the camera's pre-roll buffer until `clip_post_s` after the event ends (events that overlap on
+one camera share that clip: one encoder per camera, not per event).
 
 Rules, all in the frames' own time (pts), so replay and live behave the same:
 - an event opens when the track's object score has stayed >= `start_score` for `min_duration_s`
@@ -266,7 +267,11 @@ class EventStage(Stage):
         self._trackers[event.camera] = EventTracker(event.camera, self.config, self.max_trajectory)
         if self.config.clips:
             self._clips[event.camera] = CameraClips(
-                event.camera, self.config.clip_pre_s, self.config.clip_post_s
+                event.camera,
+                self.config.clip_pre_s,
+                self.config.clip_post_s,
+                max_s=self.config.clip_max_s,
+                max_height=self.config.clip_max_height,
             )
 
     def on_source_eos(self, event: SourceEvent) -> None:

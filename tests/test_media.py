@@ -97,14 +97,60 @@ def test_camera_clips_close_all_at_eos(frames: list[Frame], tmp_path: Path) -> N
     clips = CameraClips("cam0", pre_s=0.0, post_s=2.0)
     for f in frames[:8]:
         clips.push(f)
-    clips.start("a", tmp_path / "a.mp4")
-    clips.start("b", tmp_path / "b.mp4")
+    assert clips.start("a", tmp_path / "a.mp4") == tmp_path / "a.mp4"
+    assert clips.start("b", tmp_path / "b.mp4") == tmp_path / "a.mp4"  # overlapping events share one clip
     for f in frames[8:12]:
         clips.push(f)
-    assert sorted(clips.close_all()) == [tmp_path / "a.mp4", tmp_path / "b.mp4"]
-    for name in ("a", "b"):
-        with av.open(str(tmp_path / f"{name}.mp4")) as c:
-            assert sum(1 for _ in c.decode(video=0)) == 5  # frame 7 and frames 8..11
+    assert clips.close_all() == [tmp_path / "a.mp4"] and not (tmp_path / "b.mp4").exists()
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5  # frame 7 and frames 8..11
+
+
+def test_shared_clip_ends_after_the_last_event_needs_it(frames: list[Frame], tmp_path: Path) -> None:
+    clips = CameraClips("cam0", pre_s=0.0, post_s=0.2)
+    finished: list[Path] = []
+    for f in frames:
+        finished += clips.push(f)
+        if f.index == 2:
+            clips.start("a", tmp_path / "a.mp4")
+        if f.index == 4:
+            clips.start("b", tmp_path / "b.mp4")
+        if f.index == 5:
+            clips.finish("a", f.pts)  # a needs frames until pts 0.7, b is still open
+        if f.index == 9:
+            clips.finish("b", f.pts)  # b needs frames until pts 1.1: frames 10, 11
+        if f.index == 14:
+            assert clips.start("c", tmp_path / "c.mp4") == tmp_path / "c.mp4"  # a new clip
+    assert finished[0] == tmp_path / "a.mp4" and clips.open_clips() == 1
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 11 - 2 + 1
+
+
+@pytest.mark.parametrize("max_s, expected_frames", [(0.5, 6), (60.0, 30)])
+def test_clip_length_is_capped(
+    frames: list[Frame], tmp_path: Path, max_s: float, expected_frames: int
+) -> None:
+    clips = CameraClips("cam0", pre_s=0.0, post_s=1.0, max_s=max_s)
+    clips.push(frames[0])
+    clips.start("a", tmp_path / "a.mp4")  # never finished: only the cap or the end of stream closes it
+    for f in frames[1:]:
+        clips.push(f)
+    clips.close_all()
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == expected_frames
+
+
+def test_tall_frames_are_scaled_down_for_clips(frames: list[Frame], tmp_path: Path) -> None:
+    clips = CameraClips("cam0", pre_s=0.0, post_s=0.0, max_height=120)
+    clips.push(frames[0])
+    clips.start("a", tmp_path / "a.mp4")
+    for f in frames[1:4]:
+        clips.push(f)
+    clips.close_all()
+    with av.open(str(tmp_path / "a.mp4")) as c:
+        stream = c.streams.video[0]
+        h, w = frames[0].image.shape[:2]
+        assert stream.height == 120 and abs(stream.width - round(w * 120 / h)) <= 1
 
 
 def test_snapshot_cuts_long_reasons(frames: list[Frame]) -> None:
