@@ -139,7 +139,7 @@ class PoseConfig(Section):
     batch: int = Field(16, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
-    format: Literal["auto", "pytorch", "onnx", "openvino", "engine"] = Field(
+    format: Literal["auto", "pytorch", "onnx", "openvino", "openvino_int8", "engine"] = Field(
         "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"
     )
     inference_threads: int = Field(
@@ -156,7 +156,7 @@ class AppearanceConfig(Section):
     batch: int = Field(32, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-embed a track every k-th frame (cached)")
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
-    format: Literal["auto", "pytorch", "onnx", "openvino", "engine"] = Field(
+    format: Literal["auto", "pytorch", "onnx", "openvino", "openvino_int8", "engine"] = Field(
         "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"
     )
     inference_threads: int = Field(
@@ -167,6 +167,10 @@ class AppearanceConfig(Section):
 class ModelsConfig(Section):
     cache_dir: str = Field(
         "var/models/exports", description="ONNX / OpenVINO / TensorRT exports of .pt weights (reused)"
+    )
+    calibration: list[str] = Field(
+        default_factory=list,
+        description="normal clips that calibrate the pose INT8 export (openvino_int8; auto on CPU when set)",
     )
 
 

@@ -222,6 +222,12 @@ def _resolve_paths(data: dict[str, object], base: Path) -> None:
     for section in data.values():
         if isinstance(section, dict) and "model" in section:
             _resolve_one(section, "model", base, model=True)
+    models = data.get("models")
+    if isinstance(models, dict) and isinstance(models.get("calibration"), list):
+        clips = {str(i): c for i, c in enumerate(models["calibration"])}  # INT8 calibration footage
+        for key in clips:
+            _resolve_one(clips, key, base, model=False)
+        models["calibration"] = list(clips.values())
     cameras = data.get("cameras")
     if isinstance(cameras, list):
         for camera in cameras:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.config import AppearanceConfig
+from pipeline.config import AppearanceConfig, ModelsConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import Embeddings, FramePacket, SourceEvent
 from pipeline.stage import Stage
@@ -98,9 +98,7 @@ class AppearanceEncoder:
             self.device = torch.device(self.net.device)
 
     @classmethod
-    def from_config(
-        cls, cfg: AppearanceConfig, cache_dir: str | Path = "var/models/exports"
-    ) -> AppearanceEncoder:
+    def from_config(cls, cfg: AppearanceConfig, models: ModelsConfig | None = None) -> AppearanceEncoder:
         loaded = load_yolo(cfg.model, ("detect", "pose", "segment"), cfg.device)
         return cls(
             loaded,
@@ -108,7 +106,7 @@ class AppearanceEncoder:
             cfg.layer,
             batch=cfg.batch,
             fmt=cfg.format,
-            cache_dir=cache_dir,
+            cache_dir=(ModelsConfig() if models is None else models).cache_dir,
             inference_threads=cfg.inference_threads,
         )
 
@@ -157,10 +155,8 @@ class AppearanceStage(Stage):
         self._cache: dict[str, dict[int, tuple[int, np.ndarray]]] = {}
 
     @classmethod
-    def from_config(
-        cls, cfg: AppearanceConfig, cache_dir: str | Path = "var/models/exports"
-    ) -> AppearanceStage:
-        return cls(AppearanceEncoder.from_config(cfg, cache_dir), cfg.every_k_frames, cfg.torch_threads)
+    def from_config(cls, cfg: AppearanceConfig, models: ModelsConfig | None = None) -> AppearanceStage:
+        return cls(AppearanceEncoder.from_config(cfg, models), cfg.every_k_frames, cfg.torch_threads)
 
     def on_start(self) -> None:
         set_torch_threads(self.torch_threads)

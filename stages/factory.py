@@ -24,9 +24,9 @@ def perception_stages(config: VigilConfig) -> list[Stage]:
 
     stages: list[Stage] = [DetectStage.from_config(config.detector)]
     if config.pose.enabled:
-        stages.append(PoseStage.from_config(config.pose, config.models.cache_dir))
+        stages.append(PoseStage.from_config(config.pose, config.models))
     if config.appearance.enabled:
-        appearance = AppearanceStage.from_config(config.appearance, config.models.cache_dir)
+        appearance = AppearanceStage.from_config(config.appearance, config.models)
         if appearance.encoder.dim != config.attributes.appearance_dim:
             raise ConfigError(
                 f"attributes.appearance_dim is {config.attributes.appearance_dim} but the appearance encoder "

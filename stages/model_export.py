@@ -5,6 +5,12 @@ appearance backbone) the layer, so a changed checkpoint or setting gets a new ex
 one is reused on the next start. An export is built in a temporary folder beside the cache entry and
 renamed into place, so a crash mid-export never leaves a half-written model that a later start loads.
 Nothing here downloads: ultralytics' exporter runs with the packages already installed.
+
+`openvino_int8` is the OpenVINO export quantized with NNCF (post-training, MIXED preset, the head's
+sigmoids and keypoint decoding kept in float as ultralytics does for its own INT8 exports). Its
+calibration images are random square windows (8-40 % of the frame's short side, the size range of
+padded person crops) of frames spread over the configured normal footage, resized to the crop size:
+the activations' ranges are what calibration needs, and this keeps the export free of the detector.
 """
 
 from __future__ import annotations
@@ -17,20 +23,27 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from pipeline.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-Format = Literal["pytorch", "onnx", "openvino", "engine"]
-FORMATS: tuple[Format, ...] = ("pytorch", "onnx", "openvino", "engine")
+Format = Literal["pytorch", "onnx", "openvino", "openvino_int8", "engine"]
+FORMATS: tuple[Format, ...] = ("pytorch", "onnx", "openvino", "openvino_int8", "engine")
+#: calibration crops for openvino_int8 (measured: 300 windows quantize in ~30 s on 2 cores)
+CALIBRATION_CROPS = 300
 
 
-def resolve_format(fmt: str, device: str) -> Format:
-    """'auto' -> PyTorch on CUDA, OpenVINO on the CPU (measured fastest there, see bench/README)."""
+def resolve_format(fmt: str, device: str, int8: bool = False) -> Format:
+    """'auto' -> PyTorch on CUDA; on the CPU OpenVINO, INT8 when `int8` (calibration footage is given).
+
+    Measured on the 2-core box (bench/bench_detect.py): OpenVINO ~1.8x less CPU than PyTorch per pose
+    crop, ONNX Runtime about the same as OpenVINO, OpenVINO INT8 another ~1.8x.
+    """
     if fmt == "auto":
-        return "pytorch" if device.startswith("cuda") else "openvino"
+        return "pytorch" if device.startswith("cuda") else ("openvino_int8" if int8 else "openvino")
     if fmt not in FORMATS:
         raise ModelError(f"model format {fmt!r}: expected one of auto, {', '.join(FORMATS)}")
     if fmt == "engine":
@@ -59,7 +72,12 @@ def weights_hash(path: Path) -> str:
 
 def _artifact(folder: Path, fmt: Format) -> Path:
     """The exported model inside a cache entry: an OpenVINO folder, an .onnx or an .engine file."""
-    pattern = {"onnx": "*.onnx", "openvino": "*_openvino_model", "engine": "*.engine"}[fmt]  # type: ignore[index]
+    pattern = {
+        "onnx": "*.onnx",
+        "openvino": "*_openvino_model",
+        "openvino_int8": "*_openvino_model",
+        "engine": "*.engine",
+    }[fmt]  # type: ignore[index]
     found = sorted(folder.glob(pattern))
     if not found:
         raise ModelError(f"{folder}: cache entry holds no {fmt} model (delete the folder to re-export)")
@@ -77,13 +95,23 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def export_yolo(
-    weights: Path, fmt: Format, imgsz: int, batch: int, cache_dir: Path, device: str = "cpu"
+    weights: Path,
+    fmt: Format,
+    imgsz: int,
+    batch: int,
+    cache_dir: Path,
+    device: str = "cpu",
+    calibration: list[Path] | tuple[Path, ...] = (),
 ) -> Path:
     """The `fmt` export of a YOLO `.pt` checkpoint (dynamic batch up to `batch`), exported on first use."""
     if fmt == "pytorch":
         return weights
     if not weights.is_file():
         raise ModelError(f"{weights}: model file not found")
+    if fmt == "openvino_int8":
+        return _quantized(
+            export_yolo(weights, "openvino", imgsz, batch, cache_dir), imgsz, cache_dir, calibration
+        )
     key = f"{weights.stem}-{weights_hash(weights)}-{fmt}-{imgsz}-b{batch}"
     final = cache_dir / key
     if final.is_dir():
@@ -158,3 +186,101 @@ def export_module(module: torch.nn.Module, imgsz: int, fmt: Format, cache_dir: P
         raise ModelError(f"{key}: {fmt} export failed ({e.__class__.__name__}: {msg[:200]})") from e
     _publish(tmp, final)
     return final / name
+
+
+def calibration_crops(
+    clips: list[Path] | tuple[Path, ...], size: int, count: int, seed: int = 0
+) -> np.ndarray:
+    """(count, size, size, 3) BGR uint8 random square windows of frames spread evenly over `clips`."""
+    import av
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    frames: list[np.ndarray] = []
+    per_clip = max(1, -(-count // 6) // len(clips))  # ~6 windows per frame
+    for clip in clips:
+        try:
+            with av.open(str(clip)) as c:
+                stream = c.streams.video[0]
+                step = max(1, (stream.frames or 10 * per_clip) // per_clip)
+                taken = 0
+                for i, f in enumerate(c.decode(stream)):
+                    if i % step == 0:
+                        frames.append(f.to_ndarray(format="bgr24"))
+                        taken += 1
+                        if taken == per_clip:
+                            break
+        except (av.error.FFmpegError, OSError) as e:
+            raise ModelError(f"{clip}: cannot read calibration footage ({e.__class__.__name__})") from e
+    if not frames:
+        raise ModelError("openvino_int8: the calibration footage has no frames")
+    out = np.empty((count, size, size, 3), np.uint8)
+    for k in range(count):
+        image = frames[k % len(frames)]
+        h, w = image.shape[:2]
+        side = max(8, int(rng.uniform(0.08, 0.4) * min(h, w)))
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        out[k] = cv2.resize(
+            image[y0 : y0 + side, x0 : x0 + side], (size, size), interpolation=cv2.INTER_LINEAR
+        )
+    return out
+
+
+def _quantized(fp32: Path, imgsz: int, cache_dir: Path, calibration: list[Path] | tuple[Path, ...]) -> Path:
+    """NNCF post-training INT8 of an OpenVINO pose/detect export, calibrated on `calibration` footage."""
+    if not calibration:
+        raise ModelError(
+            "format 'openvino_int8' needs calibration footage: set models.calibration (normal clips)"
+        )
+    missing = [str(c) for c in calibration if not Path(c).is_file()]
+    if missing:
+        raise ModelError(f"models.calibration: file not found: {missing[0]}")
+    h = hashlib.sha256()
+    for clip in sorted(str(c) for c in calibration):
+        h.update(f"{Path(clip).name}:{Path(clip).stat().st_size}:{weights_hash(Path(clip))};".encode())
+    final = cache_dir / f"{fp32.parent.name.replace('-openvino-', '-openvino_int8-')}-cal{h.hexdigest()[:12]}"
+    if final.is_dir():
+        return _artifact(final, "openvino_int8")
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as e:
+        raise ModelError("format 'openvino_int8' needs the nncf package (pip install nncf)") from e
+    crops = calibration_crops(list(calibration), imgsz, CALIBRATION_CROPS)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
+    try:
+        log.info("quantizing %s to INT8 on %d calibration windows into %s", fp32.name, len(crops), final)
+        xml = next(iter(sorted(fp32.glob("*.xml"))))
+        model = ov.Core().read_model(str(xml))
+        ops = model.get_ordered_ops()
+        sigmoids = [op.get_friendly_name() for op in ops if op.get_type_name() == "Sigmoid"]
+        head = sigmoids[-1].split("/", 1)[0] if sigmoids else None
+        ignored = [
+            op.get_friendly_name()
+            for op in ops
+            if op.get_type_name() == "Sigmoid"
+            or (head is not None and op.get_friendly_name().startswith((f"{head}/", f"{head}.dfl")))
+        ]
+
+        def to_input(crop: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(crop[None, ..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
+
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(list(crops), to_input),
+            preset=nncf.QuantizationPreset.MIXED,
+            ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
+            subset_size=len(crops),
+        )
+        folder = tmp / fp32.name
+        folder.mkdir()
+        ov.save_model(quantized, str(folder / xml.name))
+        meta = fp32 / "metadata.yaml"
+        if meta.is_file():
+            shutil.copyfile(meta, folder / "metadata.yaml")
+    except Exception as e:  # nncf / openvino raise many types; all mean "cannot quantize"
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{fp32}: INT8 quantization failed ({e.__class__.__name__}: {msg[:200]})") from e
+    _publish(tmp, final)
+    return _artifact(final, "openvino_int8")

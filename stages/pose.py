@@ -17,7 +17,7 @@ import torch
 from ultralytics.utils.nms import non_max_suppression
 
 from pipeline.boxes import box_iou
-from pipeline.config import PoseConfig
+from pipeline.config import ModelsConfig, PoseConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
 from pipeline.stage import Stage
@@ -58,7 +58,9 @@ class PoseEstimator:
         self.iou = iou
 
     @classmethod
-    def from_config(cls, cfg: PoseConfig, cache_dir: str | Path = "var/models/exports") -> PoseEstimator:
+    def from_config(cls, cfg: PoseConfig, models: ModelsConfig | None = None) -> PoseEstimator:
+        """`models`: the export cache and INT8 calibration footage (defaults: ModelsConfig())."""
+        models = ModelsConfig() if models is None else models
         loaded = load_net(
             cfg.model,
             "pose",
@@ -66,8 +68,9 @@ class PoseEstimator:
             cfg.device,
             cfg.crop_size,
             cfg.batch,
-            cache_dir,
+            models.cache_dir,
             cfg.inference_threads,
+            tuple(Path(c) for c in models.calibration),
         )
         return cls(loaded, cfg.crop_size, cfg.full_frame_min_height, batch=cfg.batch)
 
@@ -203,9 +206,9 @@ class PoseStage(Stage):
         self._cache: dict[str, dict[int, _CachedPose]] = {}
 
     @classmethod
-    def from_config(cls, cfg: PoseConfig, cache_dir: str | Path = "var/models/exports") -> PoseStage:
+    def from_config(cls, cfg: PoseConfig, models: ModelsConfig | None = None) -> PoseStage:
         return cls(
-            PoseEstimator.from_config(cfg, cache_dir), cfg.every_k_frames, torch_threads=cfg.torch_threads
+            PoseEstimator.from_config(cfg, models), cfg.every_k_frames, torch_threads=cfg.torch_threads
         )
 
     def on_start(self) -> None:

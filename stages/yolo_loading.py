@@ -20,6 +20,7 @@ import yaml
 from ultralytics import YOLO
 
 from pipeline.errors import ModelError
+from stages.cuda_graphs import GraphedModule, first_output
 from stages.model_export import Format, check_tensorrt, export_yolo, resolve_format
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,18 @@ class TorchNet:
     def __init__(self, module: torch.nn.Module, device: str) -> None:
         self.device = device
         self.module = module.to(torch.device(device)).eval().float()
+        # on CUDA, replay captured graphs (one launch per call; see stages/cuda_graphs.py)
+        self._graphed = (
+            GraphedModule(self.module, max_batch=32) if torch.device(device).type == "cuda" else None
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            y = self.module(x.to(self.device, non_blocking=True))
-        return y[0] if isinstance(y, (list, tuple)) else y
+            x = x.to(self.device, non_blocking=True)
+            if self._graphed is not None:
+                return self._graphed(x)
+            y = self.module(x)
+        return first_output(y)
 
     def input_dims(self) -> tuple[int | None, int | None, int | None]:
         return None, None, None
@@ -283,8 +291,8 @@ class LoadedNet:
 
 def fallback_device(fmt: Format, device: str, what: str) -> str:
     """The device a format can run on: OpenVINO is CPU-only here, so CUDA falls back with a log line."""
-    if fmt == "openvino" and device.startswith("cuda"):
-        log.warning("%s: format 'openvino' runs on the CPU; device %r is not used for it", what, device)
+    if fmt in ("openvino", "openvino_int8") and device.startswith("cuda"):
+        log.warning("%s: format %r runs on the CPU; device %r is not used for it", what, fmt, device)
         return "cpu"
     return device
 
@@ -305,7 +313,7 @@ def open_net(
     path: Path, fmt: Format, device: str, threads: int
 ) -> TorchNet | OpenVINONet | OnnxNet | TensorRTNet:
     """The runnable network of an exported model file or folder."""
-    if fmt == "openvino":
+    if fmt in ("openvino", "openvino_int8"):
         xml = next(iter(sorted(path.glob("*.xml"))), None) if path.is_dir() else None
         if xml is None:
             raise ModelError(f"{path}: OpenVINO folder has no .xml model")
@@ -326,12 +334,14 @@ def load_net(
     batch: int,
     cache_dir: str | Path,
     inference_threads: int = 0,
+    calibration: list[Path] | tuple[Path, ...] = (),
 ) -> LoadedNet:
     """Load `path` as a raw network in format `fmt` ('auto' or one of model_export.FORMATS).
 
     A `.pt` checkpoint is exported once to `fmt` into `cache_dir` (dynamic batch up to `batch`, input
     `imgsz`) and the export is what runs; an export given directly runs as it is (its format must match
     `fmt` unless that is 'auto'). `inference_threads` > 0 sets OpenVINO / ONNX Runtime intra-op threads.
+    `calibration`: normal footage for 'openvino_int8' ('auto' picks INT8 on the CPU when it is given).
     """
     loaded = load_yolo(path, task, device)
     dev = loaded.device
@@ -341,8 +351,8 @@ def load_net(
     kind = _export_kind(p)
     if kind is None:
         raise ModelError(f"{path}: unknown model format (expected .pt, .onnx, .engine or *_openvino_model/)")
-    want = resolve_format(fmt, dev) if (fmt != "auto" or kind == "pytorch") else kind
-    if kind != "pytorch" and want != kind:
+    want = resolve_format(fmt, dev, bool(calibration)) if (fmt != "auto" or kind == "pytorch") else kind
+    if kind != "pytorch" and want != kind and not (kind == "openvino" and want == "openvino_int8"):
         raise ModelError(f"{path}: is a {kind} export but format {fmt!r} was asked (give the .pt weights)")
     dev = fallback_device(want, dev, path)
     if want == "pytorch":
@@ -353,7 +363,7 @@ def load_net(
             module = module.fuse(verbose=False)  # conv+bn folded, as ultralytics' predict does
         net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(module, dev)
         return LoadedNet(net, str(p), want, loaded.task, loaded.names, dev, imgsz, True, None, module)
-    source = p if kind != "pytorch" else export_yolo(p, want, imgsz, batch, Path(cache_dir), dev)
+    source = p if kind != "pytorch" else export_yolo(p, want, imgsz, batch, Path(cache_dir), dev, calibration)
     net = open_net(source, want, dev, inference_threads)
     batch_dim, height, width = net.input_dims()
     any_size = height is None and width is None
