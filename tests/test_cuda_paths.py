@@ -125,6 +125,27 @@ def test_greedy_coreset_on_device_covers_like_cpu() -> None:
     assert radius(on_dev) < 1.05 * radius(on_cpu)
 
 
+def test_cuda_graphs_replay_equals_eager_across_buckets() -> None:
+    """Captured graphs give the eager outputs for every batch size, also when buckets alternate
+    (the head's per-shape anchors must not be freed under an earlier graph)."""
+    from ultralytics import YOLO
+
+    from stages.cuda_graphs import GraphedModule
+
+    module = YOLO(str(POSE), task="pose").model.fuse(verbose=False).to(DEVICE).eval().float()
+    graphed = GraphedModule(module, max_batch=16)
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        for n in (1, 3, 8, 5, 1, 16, 2, 3, 20):
+            x = torch.from_numpy(rng.random((n, 3, 128, 128), np.float32)).to(DEVICE)
+            want = module(x)[0]
+            got = graphed(x)
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    if torch.device(DEVICE).type == "cuda":
+        assert graphed.graphs == 5 and graphed.eager_calls == 1  # buckets 1, 4, 8, 16, 2; n=20 eager (max 16)
+
+
 def _windows(seed: int, n: int = 600) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.normal(0, 1, (n, 1, 2)) + 0.05 * rng.standard_normal((n, 5, 2))  # steady walkers

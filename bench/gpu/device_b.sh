@@ -3,6 +3,7 @@
 # into /tmp/site, check the environment, then the measurements, each under its own timeout, most valuable
 # first, logs and JSON into $OUT (at most 8 files come back):
 #   a) tests/test_cuda_paths.py on the device (+ $GPU_EXTRA_TESTS)                 pytest.log
+#   p) pose per frame, CUDA graphs vs eager, alone and beside busy threads         pose_profile.json
 #   b) perception graph vs naive loop, Test004 and 640x360 (bench.gpu.perception)  perception.{log,json}
 #   c) N concurrent 1080p cameras at 10 analysed fps (bench.bench_gpu_streams), full graph with a
 #      Ped2 model fitted there first (c0, on the device; perception only if that fails), event media
@@ -29,7 +30,7 @@ if [ "$QUICK" = 1 ]; then # the CPU dry run: small N, short windows
     PERC_CLIPS=${PERC_CLIPS:-Test004}
 fi
 STREAMS=${STREAMS:-1 2 4 8 16} DURATION=${DURATION:-10} WARMUP=${WARMUP:-5} OV_THREADS=${OV_THREADS:-4}
-PERC_CLIPS=${PERC_CLIPS:-Test004 640x360} STEPS=${STEPS:-abc}
+PERC_CLIPS=${PERC_CLIPS:-Test004 640x360} STEPS=${STEPS:-apbc}
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     ls .gpu/whl_b/av-*.whl >/dev/null ||
@@ -64,6 +65,13 @@ if [[ $STEPS == *a* ]]; then
     timeout "${T_TESTS:-90}" $PY -m pytest tests/test_cuda_paths.py ${GPU_EXTRA_TESTS:-} -v -p no:cacheprovider \
         -o addopts="" 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error" | tail -40
     log "a) rc=${PIPESTATUS[0]}"
+fi
+
+if [[ $STEPS == *p* ]]; then
+    log "p) pose per frame on $DEVICE: CUDA graphs vs eager, alone and beside busy Python threads"
+    timeout "${T_PROFILE:-60}" $PY -m bench.gpu.profile_pose --device "$DEVICE" --out "$OUT/pose_profile.json" \
+        2>&1 | grep -E "^(eager|graphs)|Error" | tail -4
+    log "p) rc=${PIPESTATUS[0]}"
 fi
 
 if [[ $STEPS == *b* ]]; then
