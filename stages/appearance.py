@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -22,6 +21,7 @@ from pipeline.config import AppearanceConfig, ModelsConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import Embeddings, FramePacket, SourceEvent
 from pipeline.stage import Stage
+from stages.crops import square_crop
 from stages.detect import check_image
 from stages.model_export import export_module, resolve_format, weights_hash
 from stages.pose import set_torch_threads
@@ -111,15 +111,12 @@ class AppearanceEncoder:
         )
 
     def _crops(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        height, width = image.shape[:2]
-        off = max(height, width)
-        padded = cv2.copyMakeBorder(image, off, off, off, off, cv2.BORDER_CONSTANT, value=(114, 114, 114))
         out = np.empty((len(boxes), self.crop_size, self.crop_size, 3), np.uint8)
         for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
             side = max(2, int(np.ceil(max(x2 - x1, y2 - y1) * (1 + 2 * self.pad))))
-            x0 = round((x1 + x2) / 2 - side / 2) + off
-            y0 = round((y1 + y2) / 2 - side / 2) + off
-            out[k] = cv2.resize(padded[y0 : y0 + side, x0 : x0 + side], (self.crop_size, self.crop_size))
+            x0 = round((x1 + x2) / 2 - side / 2)
+            y0 = round((y1 + y2) / 2 - side / 2)
+            out[k] = square_crop(image, x0, y0, side, self.crop_size)
         return out
 
     def encode(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from pipeline.config import ModelsConfig, PoseConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
 from pipeline.stage import Stage
+from stages.crops import square_crop
 from stages.detect import check_image
 from stages.yolo_loading import LoadedNet, load_net
 
@@ -140,16 +141,11 @@ class PoseEstimator:
 
         small = np.flatnonzero(~large)
         if len(small):
-            padded = cv2.copyMakeBorder(
-                image, *([max(height, width)] * 4), cv2.BORDER_CONSTANT, value=(114,) * 3
-            )
-            off = max(height, width)
             crops = np.empty((len(small), self.crop_size, self.crop_size, 3), np.uint8)
             windows = []
             for k, i in enumerate(small):
                 x0, y0, side = self._square(boxes[i], width, height)
-                patch = padded[y0 + off : y0 + off + side, x0 + off : x0 + off + side]
-                crops[k] = cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=cv2.INTER_LINEAR)
+                crops[k] = square_crop(image, x0, y0, side, self.crop_size)
                 windows.append((x0, y0, side / self.crop_size))
             for i, (x0, y0, s), (cb, ck, cc) in zip(small, windows, self._run(crops), strict=True):
                 if not len(cb):
