@@ -192,6 +192,13 @@ def main() -> None:
     ap.add_argument("--ov-threads", type=int, default=None, help="detector.inference_threads")
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per graph setting and naive loop, interleaved; the fastest is reported (a shared box is "
+        "quiet only at times), every run's fps is kept",
+    )
+    ap.add_argument(
         "--also-every-frame",
         action="store_true",
         help="also run the graph with detector and appearance on every frame (the pre-every-k graph)",
@@ -223,12 +230,21 @@ def main() -> None:
         )
         row: dict[str, object] = {"clip": str(clip)}
         graphs: dict[str, dict[str, object]] = {}
+        runs: dict[str, list[dict[str, object]]] = {fmt: [] for fmt in args.formats}
+        naive_runs: list[dict[str, float]] = []
+        for _ in range(args.repeat):  # interleaved, so each setting sees the same spells of load
+            for fmt in args.formats:
+                runs[fmt].append(graph_run(with_format(cfg, fmt), clip))
+            if not args.no_naive:
+                naive_runs.append(naive_run(clip))
         for fmt in args.formats:
-            cfg_fmt = with_format(cfg, fmt)
-            graphs[fmt] = graph_run(cfg_fmt, clip)
+            graphs[fmt] = max(runs[fmt], key=lambda r: r["fps"])  # type: ignore[arg-type,return-value]
+            graphs[fmt]["fps_runs"] = [r["fps"] for r in runs[fmt]]
+            graphs[fmt]["cpu_ms_per_frame_runs"] = [r["cpu_ms_per_frame"] for r in runs[fmt]]
             g = graphs[fmt]
             print(
-                f"{name}: graph [{fmt}] {g['fps']} fps, {g['cpu_ms_per_frame']} CPU-ms/frame; "
+                f"{name}: graph [{fmt}] {g['fps']} fps (runs {g['fps_runs']}), "
+                f"{g['cpu_ms_per_frame']} CPU-ms/frame; "
                 f"stage CPU-ms/frame {g['stage_cpu_ms_per_frame']} (load {g['loadavg_1min']:.1f})"
             )
         graph = graphs[args.formats[0]]
@@ -249,8 +265,9 @@ def main() -> None:
                 f"{dense_row['cpu_ms_per_frame']} CPU-ms/frame"  # type: ignore[index]
             )
         if not args.no_naive:
-            naive = naive_run(clip)
-            row["naive"] = {k: round(v, 2) for k, v in naive.items()}
+            naive = max(naive_runs, key=lambda r: r["fps"])
+            naive["fps_runs"] = [round(r["fps"], 2) for r in naive_runs]  # type: ignore[assignment]
+            row["naive"] = {k: v if isinstance(v, list) else round(v, 2) for k, v in naive.items()}
             row["speedup_vs_naive"] = round(graph["fps"] / naive["fps"], 2)  # type: ignore[operator]
             row["cpu_ratio_naive_over_graph"] = round(
                 naive["cpu_ms_per_frame"] / graph["cpu_ms_per_frame"], 2
