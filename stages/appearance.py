@@ -90,7 +90,9 @@ class AppearanceEncoder:
         with torch.inference_mode():
             self.dim = int(pooled(torch.zeros(1, 3, crop_size, crop_size)).shape[1])
         if self.format == "pytorch":
-            self.net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(pooled, str(self.device))
+            self.net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(
+                pooled, str(self.device), crop_size
+            )
         else:
             key = f"{Path(loaded.path).stem}-{weights_hash(Path(loaded.path))}-layer{layer}"
             path = export_module(pooled, crop_size, self.format, Path(cache_dir), key)

@@ -5,17 +5,18 @@ also gives up and re-takes the GIL, so when the runner's other stage threads are
 network waits for the interpreter far longer than for the GPU (measured on an H200: pose 70 ms per
 frame inside the pipeline, GPU 2-5 % busy). A captured CUDA graph is replayed with one call.
 
-Graphs need fixed shapes: the batch is padded up to the next bucket (1, 2, 4, 8, ... `max_batch`),
-one graph per (bucket, channels, height, width), at most `max_graphs` of them; other shapes run
-eagerly. Outputs are copied out of the graph's static buffers before the next replay. Each graph
-gets its own copy of the module: YOLO heads cache anchors per input shape and rebind them when the
-shape changes, which would free memory that an earlier graph still reads.
+Graphs need fixed shapes: the batch is padded up to the next bucket (1, 2, 4, 8, ... `max_batch`).
+All buckets for one input shape (the crop size) are captured up front, when the stage is built in
+the main thread: capturing while other stage threads launch CUDA work invalidates the capture (seen
+on an H200: "operation not permitted when stream is capturing"). Other shapes (full frames) and
+larger batches run eagerly. Outputs are copied out of the graph's static buffers before the next
+replay. Each graph gets its own copy of the module: YOLO heads cache anchors per input shape and
+rebind them when the shape changes, which would free memory that an earlier graph still reads.
 """
 
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -44,8 +45,9 @@ class _Graph:
                 forward(self.input)
         torch.cuda.current_stream(example.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.output = forward(self.input)
+        torch.cuda.synchronize(example.device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n = len(x)
@@ -62,40 +64,47 @@ def first_output(y: Output) -> torch.Tensor:
 
 
 class GraphedModule:
-    """`select(module(x))` on CUDA, replayed from captured graphs for bucketed batch sizes."""
+    """`select(module(x))`, replayed from CUDA graphs captured for inputs of shape (b, *sample_shape).
+
+    Nothing is captured when the module is not on CUDA or `sample_shape` is None: every call is eager.
+    """
 
     def __init__(
         self,
         module: torch.nn.Module,
+        sample_shape: tuple[int, ...] | None,
         select: Callable[[Output], torch.Tensor] = first_output,
-        max_batch: int = 16,
-        max_graphs: int = 12,
+        max_batch: int = 32,
     ) -> None:
         self.module = module
         self.select = select
         self.max_batch = max_batch
-        self.max_graphs = max_graphs
-        self._graphs: OrderedDict[tuple[int, ...], _Graph] = OrderedDict()
         self.eager_calls = 0
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        param = next(module.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        if sample_shape is None or device.type != "cuda":
+            return
+        with torch.inference_mode():
+            b = 1
+            while True:
+                own = copy.deepcopy(module)
+                example = torch.zeros((b, *sample_shape), device=device)
+                self._graphs[(b, *sample_shape)] = _Graph(lambda t, own=own: self.select(own(t)), example)
+                if b >= max_batch:
+                    break
+                b = min(2 * b, max_batch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.select(self.module(x))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cuda" or len(x) == 0 or len(x) > self.max_batch:
+        graph = None
+        if x.device.type == "cuda" and 0 < len(x) <= self.max_batch:
+            graph = self._graphs.get((bucket(len(x), self.max_batch), *x.shape[1:]))
+        if graph is None:
             self.eager_calls += 1
             return self.forward(x)
-        b = bucket(len(x), self.max_batch)
-        key = (b, *x.shape[1:])
-        graph = self._graphs.get(key)
-        if graph is None:
-            if len(self._graphs) >= self.max_graphs:  # shapes keep changing (e.g. full frames): no graph
-                self.eager_calls += 1
-                return self.forward(x)
-            padded = torch.zeros((b, *x.shape[1:]), dtype=x.dtype, device=x.device)
-            padded[: len(x)] = x
-            own = copy.deepcopy(self.module)
-            graph = self._graphs[key] = _Graph(lambda t: self.select(own(t)), padded)
         return graph(x)
 
     @property

@@ -149,13 +149,13 @@ class TorchNet:
 
     format: Format = "pytorch"
 
-    def __init__(self, module: torch.nn.Module, device: str) -> None:
+    def __init__(self, module: torch.nn.Module, device: str, graph_imgsz: int | None = None) -> None:
         self.device = device
         self.module = module.to(torch.device(device)).eval().float()
-        # on CUDA, replay captured graphs (one launch per call; see stages/cuda_graphs.py)
-        self._graphed = (
-            GraphedModule(self.module, max_batch=32) if torch.device(device).type == "cuda" else None
-        )
+        # on CUDA, square inputs of `graph_imgsz` (the crops) replay captured graphs: one launch per
+        # call (stages/cuda_graphs.py); other inputs and the CPU run eagerly
+        shape = None if graph_imgsz is None else (3, graph_imgsz, graph_imgsz)
+        self._graphed = GraphedModule(self.module, shape) if torch.device(device).type == "cuda" else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -261,9 +261,9 @@ class TensorRTNet:
         return y[0] if isinstance(y, (list, tuple)) else y
 
     def input_dims(self) -> tuple[int | None, int | None, int | None]:
-        """A dynamic engine takes batches up to its export batch at its export size (both fixed here)."""
+        """Batches up to the export batch; the size is the export's (None: unknown, the caller's imgsz)."""
         size = getattr(self.backend, "imgsz", None) or [None, None]
-        return int(getattr(self.backend, "batch", 1)), size[0], size[1]
+        return int(getattr(self.backend, "batch", 1) or 1), size[0], size[1]
 
 
 InferenceNet = Callable[[torch.Tensor], torch.Tensor]
@@ -361,13 +361,14 @@ def load_net(
             raise ModelError(f"{path}: not a PyTorch model")
         if hasattr(module, "fuse"):
             module = module.fuse(verbose=False)  # conv+bn folded, as ultralytics' predict does
-        net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(module, dev)
+        net: TorchNet | OpenVINONet | OnnxNet | TensorRTNet = TorchNet(module, dev, imgsz)
         return LoadedNet(net, str(p), want, loaded.task, loaded.names, dev, imgsz, True, None, module)
     source = p if kind != "pytorch" else export_yolo(p, want, imgsz, batch, Path(cache_dir), dev, calibration)
     net = open_net(source, want, dev, inference_threads)
     batch_dim, height, width = net.input_dims()
-    any_size = height is None and width is None
-    built = imgsz if any_size else int(height or imgsz)
+    # a TensorRT profile ends at the export's size: never feed it a larger full frame
+    any_size = height is None and width is None and want != "engine"
+    built = int(height or imgsz)
     return LoadedNet(
         net, str(source), want, loaded.task, loaded.names, net.device, built, any_size, batch_dim, None
     )

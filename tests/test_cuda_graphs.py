@@ -19,7 +19,7 @@ def test_bucket(n: int, max_batch: int, expected: int) -> None:
 def test_cpu_tensors_run_eagerly() -> None:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
-    graphed = GraphedModule(module, select=lambda y: y)
+    graphed = GraphedModule(module, (3, 16, 16), select=lambda y: y)
     x = torch.rand(3, 3, 16, 16)
     with torch.inference_mode():
         torch.testing.assert_close(graphed(x), module(x))
