@@ -104,6 +104,13 @@ class Metrics:
         self.events = Counter(
             "vigil_events", "Events emitted, by lifecycle kind", ["camera", "kind"], registry=r
         )
+        self.event_latency = Histogram(
+            "vigil_event_latency_seconds",
+            "From the decode of the frame that opened an event to the event handed to the sinks",
+            ["camera"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
         self.events_by_reason = Counter(
             "vigil_events_by_reason",
             "New events by the attribute of their top reason",

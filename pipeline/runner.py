@@ -372,6 +372,11 @@ class Runner:
             self.metrics.frame_score.labels(frame.camera).set(packet.scores.smoothed_score)
         if packet.events:
             self._emit(packet.events)
+            for event in packet.events:  # stored now: frame-to-event latency of the events this frame opened
+                if event.kind == "new" and event.camera == frame.camera and event.end_frame == frame.index:
+                    self.metrics.event_latency.labels(frame.camera).observe(
+                        max(0.0, time.time() - frame.captured_at)
+                    )
         if self.on_packet is not None:
             try:
                 self.on_packet(packet)

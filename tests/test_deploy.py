@@ -324,6 +324,7 @@ def _scrape_real_endpoint() -> set[str]:
         metrics.stage_healthy.labels(stage).set(1)
     metrics.dropped.labels("cam1", "behind").inc()
     metrics.e2e_latency.labels("cam1").observe(0.2)
+    metrics.event_latency.labels("cam1").observe(0.3)
     metrics.events.labels("cam1", "new").inc()
     metrics.events_by_reason.labels("cam1", "speed").inc()
     metrics.frame_score.labels("cam1").set(1.5)

@@ -297,3 +297,60 @@ def test_live_latency_stays_bounded_in_a_deep_pipeline(max_in_flight: int) -> No
     assert max(ages) < path * (max_in_flight + 1) + 0.15, sorted(ages)[-5:]
     # and the pipeline is used: with 2 in flight it completes more frames than with 1
     assert report.frames_completed["live"] >= 3.0 / path * max_in_flight * 0.6
+
+
+class Opens(Stage):
+    """Opens one event on frame `at` (after `delay_s` of work) and sends an update on the next frame."""
+
+    name = "opens"
+    provides = ("events",)
+
+    def __init__(self, at: int, delay_s: float) -> None:
+        self.at = at
+        self.delay_s = delay_s
+
+    def process(self, packet: FramePacket) -> None:
+        from pipeline.packets import Event
+
+        i = packet.frame.index
+        if i not in (self.at, self.at + 1):
+            return
+        time.sleep(self.delay_s)
+        kind = "new" if i == self.at else "update"
+        packet.events.append(
+            Event(
+                id="cam-1",
+                kind=kind,
+                camera=packet.frame.camera,
+                start_time=0.0,
+                end_time=packet.frame.pts,
+                start_frame=self.at,
+                end_frame=i,
+                track_id=1,
+                class_name="person",
+                box=(1.0, 1.0, 5.0, 9.0),
+                trajectory=(),
+                score=4.0,
+                peak_score=4.0,
+                reasons=(),
+                snapshot_path=None,
+                clip_path=None,
+                created_at=time.time(),
+            )
+        )
+
+
+def test_frame_to_event_latency_is_measured_for_new_events() -> None:
+    metrics = Metrics()
+    report = Runner(
+        build_graph([Opens(at=3, delay_s=0.05)]),
+        [FramesSource("cam", frames("cam", 8))],
+        metrics,
+        threading.Event(),
+    ).run()
+    assert report.events == 2
+    labels = {"camera": "cam"}
+    count = metrics.registry.get_sample_value("vigil_event_latency_seconds_count", labels)
+    total = metrics.registry.get_sample_value("vigil_event_latency_seconds_sum", labels)
+    assert count == 1  # the update is not a new event
+    assert total is not None and 0.05 <= total < 5.0
