@@ -25,6 +25,12 @@ from stages.model_export import Format, check_tensorrt, export_yolo, resolve_for
 
 log = logging.getLogger(__name__)
 
+#: OpenVINO pins each compiled model's threads to cores; with several single-thread models in one
+#: process (detector, pose, appearance; each in its own stage thread) they were pinned to the SAME core
+#: and ran one at a time (measured on 2 cores: two detectors in two threads 138 ms/infer each pinned,
+#: 67-76 ms unpinned). Let the OS schedule them.
+OPENVINO_SHARED_CPU: dict[str, object] = {"ENABLE_CPU_PINNING": False}
+
 _EXPORT_SUFFIXES = (".onnx", ".engine", ".torchscript", ".mlpackage", ".tflite")
 
 
@@ -137,7 +143,7 @@ def _openvino_threads(model: YOLO, folder: Path, imgsz: int, device: str, thread
         raise ModelError(f"{folder}: cannot set inference_threads (no OpenVINO backend found)")
     xml = next(folder.glob("*.xml"))
     ov_model = backend.ov.Core().read_model(model=str(xml), weights=xml.with_suffix(".bin"))
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **OPENVINO_SHARED_CPU}
     backend.ov_compiled_model = backend.compile_model(ov_model, config=config)
 
 
@@ -179,7 +185,11 @@ class OpenVINONet:
         import openvino as ov
 
         # f32 explicitly: OpenVINO picks bf16 on CPUs with AMX, and formats must agree (test_model_formats)
-        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config: dict[str, object] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+            **OPENVINO_SHARED_CPU,
+        }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
