@@ -227,6 +227,7 @@ def vigil_run(
     warmup_s: float,
     duration_s: float,
     system: str = "vigil",
+    max_in_flight: int = 0,
 ) -> Result:
     cameras = [f"cam{i}" for i in range(len(urls))]
     stages = make_stages()
@@ -244,7 +245,9 @@ def vigil_run(
         sources,
         metrics,
         stop,
-        options=RunnerOptions(live=True, analysis_fps={c: TARGET_FPS for c in cameras}),
+        options=RunnerOptions(
+            live=True, analysis_fps={c: TARGET_FPS for c in cameras}, max_in_flight=max_in_flight
+        ),
         on_packet=on_packet,
     )
     run_for(stop, recorder, warmup_s, duration_s)
@@ -392,7 +395,9 @@ def measure(args: argparse.Namespace, n: int) -> list[Result]:
     sim = Simulator(args.clip, n)
     try:
         sim_cpu0, t0 = sim.cpu_s(), time.monotonic()
-        ours = vigil_run(sim.urls, make_stages, graph_name, args.warmup, args.duration)
+        ours = vigil_run(
+            sim.urls, make_stages, graph_name, args.warmup, args.duration, max_in_flight=args.max_in_flight
+        )
         ours.notes.append(f"simulator used {(sim.cpu_s() - sim_cpu0) / (time.monotonic() - t0):.0%} of a CPU")
         results.append(ours)
         print(row(ours), flush=True)
@@ -425,6 +430,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--baseline", choices=["naive", "decode", "none"], default="naive")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "streams.json")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, help="runtime.max_in_flight (0: the runner's default)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one N, results to --out
     args = parser.parse_args()
     if not CAMSIM.is_file() or not Path(SYSTEM_PYTHON).exists():
@@ -452,9 +460,19 @@ def main() -> None:
     for n in args.streams:  # a fresh process per N: clean memory figures, no state carried over
         part = args.out.with_suffix(f".n{n}.json")
         child = [sys.executable, __file__, "--child", "--streams", str(n), "--out", str(part)]
-        for name in ("duration", "warmup", "clip", "detector", "pose", "model", "device", "baseline"):
+        for name in (
+            "duration",
+            "warmup",
+            "clip",
+            "detector",
+            "pose",
+            "model",
+            "device",
+            "baseline",
+            "max_in_flight",
+        ):
             if getattr(args, name) is not None:
-                child += [f"--{name}", str(getattr(args, name))]
+                child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         subprocess.run(child, check=True)
         results += [Result(**r) for r in json.loads(part.read_text())]
         part.unlink()
