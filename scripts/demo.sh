@@ -13,6 +13,12 @@ export YOLO_OFFLINE=1
 shared=${VIGIL_SHARED:-../shared}
 data="$shared/data/ucsd_ped2"
 model=var/models/ped2.npz
+if [[ -f $model && -z ${REFIT:-} ]] &&
+    ! .venv/bin/python -c "import sys; from stages.normality import NormalityModel; NormalityModel.load(sys.argv[1])" \
+        "$model" 2>/dev/null; then
+    echo "demo: $model was made by another Vigil version; learning it again" >&2
+    REFIT=1
+fi
 if [[ ! -f $model || -n ${REFIT:-} ]]; then
     echo "demo: learning normality for camera 'ped2' from $data/train (16 clips; minutes on a 2-core CPU)" >&2
     .venv/bin/vigil fit --camera ped2 "$data/train" -c config.yaml --out "$model"
