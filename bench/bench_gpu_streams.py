@@ -50,7 +50,7 @@ import numpy as np
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 from bench.bench_streams import HEADER, TARGET_FPS, Recorder, Result, row, rss_mb, run_for
-from bench.clips import _letterbox
+from bench.clips import make_clip
 from pipeline.config import (
     AppearanceConfig,
     DetectorConfig,
@@ -73,28 +73,6 @@ SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared"))
 
 
 # ---- footage and the camera ----------------------------------------------------------------------
-
-
-def make_clip(src: Path, dst: Path, width: int, height: int) -> Path:
-    """`src` letterboxed to width x height, H.264 (libx264 ultrafast), written once; returns `dst`."""
-    if dst.exists() and dst.stat().st_size > 0:
-        return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp.mp4")
-    with av.open(str(src)) as inp:
-        rate = inp.streams.video[0].average_rate or 10
-        images = [f.to_ndarray(format="bgr24") for f in inp.decode(video=0)]
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=rate, options={"preset": "ultrafast", "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for image in images:
-            frame = av.VideoFrame.from_ndarray(_letterbox(image, width, height), format="bgr24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    tmp.rename(dst)
-    return dst
 
 
 class RealtimeFileSource(Source):
@@ -366,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.clip is None:
         w, h = (int(v) for v in args.size.split("x"))
         args.clip = make_clip(
-            args.source_clip, REPO / "var" / "bench" / f"{args.source_clip.stem}_{h}p.mp4", w, h
+            args.source_clip,
+            REPO / "var" / "bench" / f"{args.source_clip.stem}_{h}p.mp4",
+            w,
+            h,
+            options={"preset": "ultrafast", "crf": "23"},
         )
     if args.child:
         (n,) = args.streams
