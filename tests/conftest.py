@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from rtsp_server import LoopbackCamera, gi_missing_reason
 
@@ -22,6 +24,30 @@ PED2 = SHARED / "data" / "ucsd_ped2"
 MODELS = SHARED / "models"
 DETECTOR = MODELS / "yolo11n_int8_openvino_model"
 POSE = MODELS / "yolo11n-pose.pt"
+
+# Test004 frame 170, hand-checked (tests/data/ped2_hand_checked.json): five people, the bicycle, the cart
+TEST004_170_PEOPLE = [
+    [250, 187, 268, 224],
+    [145, 129, 160, 162],
+    [23, 109, 42, 138],
+    [108, 111, 125, 142],
+    [64, 106, 83, 132],
+]
+TEST004_170_BICYCLE, TEST004_170_CART = [228, 149, 263, 167], [107, 197, 172, 240]
+
+
+def ped2_test_frames(clip: str, start: int, stop: int) -> list[np.ndarray]:
+    """Frames [start, stop) of a Ped2 test clip as BGR arrays."""
+    with av.open(str(PED2 / "test" / f"{clip}.mp4")) as c:
+        out = []
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= stop:
+                break
+            if i >= start:
+                out.append(f.to_ndarray(format="bgr24"))
+    if len(out) < stop - start:
+        raise AssertionError(f"{clip} has fewer than {stop} frames")
+    return out
 
 
 @pytest.fixture(scope="session")

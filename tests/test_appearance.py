@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import time
 
-import av
 import numpy as np
 import pytest
-from conftest import DETECTOR, PED2, POSE
+from conftest import (
+    DETECTOR,
+    POSE,
+    TEST004_170_BICYCLE,
+    TEST004_170_CART,
+    TEST004_170_PEOPLE,
+    ped2_test_frames,
+)
 
 from pipeline.config import AppearanceConfig, DetectorConfig, PoseConfig
 from pipeline.errors import ModelError, PacketError
@@ -20,25 +26,7 @@ from stages.pose import PoseStage
 from stages.yolo_loading import load_yolo
 
 # Test004 frame 170 (hand-checked): people, the bicycle and the cart
-PEOPLE = [
-    [250, 187, 268, 224],
-    [145, 129, 160, 162],
-    [23, 109, 42, 138],
-    [108, 111, 125, 142],
-    [64, 106, 83, 132],
-]
-BICYCLE, CART = [228, 149, 263, 167], [107, 197, 172, 240]
-
-
-def decode(clip: str, start: int, stop: int) -> list[np.ndarray]:
-    with av.open(str(PED2 / "test" / f"{clip}.mp4")) as c:
-        out = []
-        for i, f in enumerate(c.decode(video=0)):
-            if i >= stop:
-                break
-            if i >= start:
-                out.append(f.to_ndarray(format="bgr24"))
-        return out
+PEOPLE, BICYCLE, CART = TEST004_170_PEOPLE, TEST004_170_BICYCLE, TEST004_170_CART
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +36,7 @@ def encoder() -> AppearanceEncoder:
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    return decode("Test004", 170, 171)[0]
+    return ped2_test_frames("Test004", 170, 171)[0]
 
 
 def test_embeddings_separate_people_from_vehicles(encoder: AppearanceEncoder, image: np.ndarray) -> None:
@@ -78,7 +66,7 @@ def test_export_without_backbone_is_model_error() -> None:
 
 def test_three_stages_in_the_runner(encoder: AppearanceEncoder) -> None:
     """detect -> pose, appearance over 12 Ped2 frames plus a black frame, through the real runner."""
-    images = [*decode("Test004", 160, 172), np.zeros((240, 360, 3), np.uint8)]
+    images = [*ped2_test_frames("Test004", 160, 172), np.zeros((240, 360, 3), np.uint8)]
     frames = [Frame("ped2", i, i / 10.0, im, time.time()) for i, im in enumerate(images)]
     # the detector on every frame: this graph has no flow stage to carry boxes between runs
     detect = DetectStage.from_config(DetectorConfig(model=str(DETECTOR), device="cpu", every_k_frames=1))

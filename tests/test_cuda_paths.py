@@ -11,11 +11,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
-from conftest import DETECTOR, PED2, POSE
+from conftest import (
+    DETECTOR,
+    PED2,
+    POSE,
+    TEST004_170_BICYCLE,
+    TEST004_170_CART,
+    TEST004_170_PEOPLE,
+    ped2_test_frames,
+)
 
 from pipeline.config import (
     AppearanceConfig,
@@ -45,24 +52,12 @@ pytestmark = pytest.mark.skipif(
     reason=f"VIGIL_TEST_DEVICE={DEVICE} but CUDA is not available",
 )
 
-# Test004 frame 170 (hand-checked, as in test_appearance): five people, the bicycle and the cart
-PEOPLE = [
-    [250, 187, 268, 224],
-    [145, 129, 160, 162],
-    [23, 109, 42, 138],
-    [108, 111, 125, 142],
-    [64, 106, 83, 132],
-]
-BICYCLE, CART = [228, 149, 263, 167], [107, 197, 172, 240]
+PEOPLE, BICYCLE, CART = TEST004_170_PEOPLE, TEST004_170_BICYCLE, TEST004_170_CART
 
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
-    with av.open(str(PED2 / "test" / "Test004.mp4")) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i == 170:
-                return f.to_ndarray(format="bgr24")
-    raise AssertionError("Test004 has fewer than 171 frames")
+    return ped2_test_frames("Test004", 170, 171)[0]
 
 
 def assert_on_device() -> None:

@@ -4,28 +4,23 @@ from __future__ import annotations
 
 import time
 
-import av
 import cv2
 import numpy as np
 import pytest
-from conftest import PED2, POSE
+from conftest import POSE, TEST004_170_PEOPLE, ped2_test_frames
 
 from pipeline.config import PoseConfig
 from pipeline.errors import PacketError
 from pipeline.packets import Detections, Frame, FramePacket, SourceEvent
 from stages.pose import PoseEstimator, PoseStage
 
-# Test004 frame 170, hand-checked people (tests/data/ped2_hand_checked.json), 29-37 px tall
-PEOPLE = [[250, 187, 268, 224], [145, 129, 160, 162], [23, 109, 42, 138], [108, 111, 125, 142]]
+# Test004 frame 170, hand-checked people 29-37 px tall (the fifth is 26 px)
+PEOPLE = TEST004_170_PEOPLE[:4]
 HEAD, ANKLES = slice(0, 7), slice(15, 17)  # nose, eyes, ears, shoulders (back views hide the face)
 
 
 def frame170() -> np.ndarray:
-    with av.open(str(PED2 / "test" / "Test004.mp4")) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i == 170:
-                return f.to_ndarray(format="bgr24")
-    raise AssertionError("Test004 has fewer than 171 frames")
+    return ped2_test_frames("Test004", 170, 171)[0]
 
 
 @pytest.fixture(scope="module")
