@@ -213,7 +213,7 @@ class CameraClips:
         self._buffer: deque[Frame] = deque()
         self._recording: _Recording | None = None
 
-    def _fit(self, frame: Frame) -> Frame:
+    def _clip_sized(self, frame: Frame) -> Frame:
         if frame.height <= self.max_height:
             return frame
         width = round(frame.width * self.max_height / frame.height)
@@ -233,7 +233,7 @@ class CameraClips:
         if (done_at is not None and frame.pts > done_at + 1e-6) or too_long:
             return [self._close()]
         if rec.writer.last_frame_pts is None or frame.pts > rec.writer.last_frame_pts:
-            rec.writer.write(self._fit(frame))
+            rec.writer.write(self._clip_sized(frame))
         return []
 
     def start(self, key: str, path: Path) -> Path:
@@ -246,10 +246,10 @@ class CameraClips:
             return rec.writer.path
         if not self._buffer:
             raise PacketError(f"clip {key}: no frame buffered yet for camera {self.camera!r}")
-        first = self._fit(self._buffer[-1])
+        first = self._clip_sized(self._buffer[-1])
         writer = ClipWriter(path, first.width, first.height, first.fps, self.codec)
         for frame in self._buffer:
-            writer.write(self._fit(frame))
+            writer.write(self._clip_sized(frame))
         self._recording = _Recording(writer, self._buffer[0].pts, {key: None})
         return path
 
