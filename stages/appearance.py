@@ -21,7 +21,7 @@ from pipeline.config import AppearanceConfig, ModelsConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import Embeddings, FramePacket, SourceEvent
 from pipeline.stage import Stage
-from stages.crops import square_crop
+from stages.crops import square_crop, square_window
 from stages.detect import check_image
 from stages.model_export import export_module, resolve_format, weights_hash
 from stages.pose import set_torch_threads
@@ -114,11 +114,8 @@ class AppearanceEncoder:
 
     def _crops(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         out = np.empty((len(boxes), self.crop_size, self.crop_size, 3), np.uint8)
-        for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-            side = max(2, int(np.ceil(max(x2 - x1, y2 - y1) * (1 + 2 * self.pad))))
-            x0 = round((x1 + x2) / 2 - side / 2)
-            y0 = round((y1 + y2) / 2 - side / 2)
-            out[k] = square_crop(image, x0, y0, side, self.crop_size)
+        for k, box in enumerate(boxes.tolist()):
+            out[k] = square_crop(image, *square_window(box, self.pad), self.crop_size)
         return out
 
     def encode(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:

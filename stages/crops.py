@@ -12,6 +12,14 @@ import numpy as np
 FILL = 114  # ultralytics' letterbox grey
 
 
+def square_window(box: np.ndarray | list[float], pad: float) -> tuple[int, int, int]:
+    """(x0, y0, side): the square around `box` (x1, y1, x2, y2), `pad` of its longer side added on each
+    side, at least 2 px; it may extend past the image."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(2, int(np.ceil(max(x2 - x1, y2 - y1) * (1 + 2 * pad))))
+    return round((x1 + x2) / 2 - side / 2), round((y1 + y2) / 2 - side / 2), side
+
+
 def square_crop(image: np.ndarray, x0: int, y0: int, side: int, size: int) -> np.ndarray:
     """The `side` x `side` window at (x0, y0) of `image` (it may extend past the edges), as size x size."""
     height, width = image.shape[:2]

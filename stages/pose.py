@@ -21,7 +21,7 @@ from pipeline.config import ModelsConfig, PoseConfig
 from pipeline.errors import ModelError, PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, SourceEvent
 from pipeline.stage import Stage
-from stages.crops import square_crop
+from stages.crops import square_crop, square_window
 from stages.detect import check_image
 from stages.yolo_loading import LoadedNet, load_net
 
@@ -75,13 +75,6 @@ class PoseEstimator:
         )
         return cls(loaded, cfg.crop_size, cfg.full_frame_min_height, batch=cfg.batch)
 
-    def _square(self, box: np.ndarray, width: int, height: int) -> tuple[int, int, int]:
-        """Padded square window (x0, y0, side) around a box; it may extend past the image."""
-        w, h = box[2] - box[0], box[3] - box[1]
-        side = int(np.ceil(max(w, h) * (1 + 2 * self.pad)))
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        return round(cx - side / 2), round(cy - side / 2), max(side, 2)
-
     def _run(self, images: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(boxes (M,4), keypoints (M,17,2), conf (M,17)) per image of a (B, H, W, 3) BGR uint8 batch."""
         out = []
@@ -115,7 +108,7 @@ class PoseEstimator:
         confs = np.zeros((n, COCO_KEYPOINTS), np.float32)
         if n == 0:
             return kps, confs
-        height, width = image.shape[:2]
+        height = image.shape[0]
         boxes = boxes.astype(np.float32)
         large = (boxes[:, 3] - boxes[:, 1]) > self.full_frame_min_height * height
         pixel_kp: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -135,7 +128,7 @@ class PoseEstimator:
             crops = np.empty((len(small), self.crop_size, self.crop_size, 3), np.uint8)
             windows = []
             for k, i in enumerate(small):
-                x0, y0, side = self._square(boxes[i], width, height)
+                x0, y0, side = square_window(boxes[i], self.pad)
                 crops[k] = square_crop(image, x0, y0, side, self.crop_size)
                 windows.append((x0, y0, side / self.crop_size))
             for i, (x0, y0, s), (cb, ck, cc) in zip(small, windows, self._run(crops), strict=True):
