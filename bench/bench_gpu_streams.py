@@ -49,7 +49,7 @@ import numpy as np
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from bench.bench_streams import HEADER, TARGET_FPS, Recorder, Result, row, rss_mb, run_for
+from bench.bench_streams import HEADER, TARGET_FPS, Recorder, Result, row, run_live
 from bench.clips import make_clip
 from pipeline.config import (
     AppearanceConfig,
@@ -62,9 +62,7 @@ from pipeline.config import (
 )
 from pipeline.errors import SourceError
 from pipeline.graph import build_graph
-from pipeline.metrics import Metrics
-from pipeline.packets import Frame, FramePacket
-from pipeline.runner import Runner, RunnerOptions
+from pipeline.packets import Frame
 from pipeline.sources.base import Source, SourceMonitor
 from pipeline.sources.decode import first_video_stream, stream_fps, to_bgr
 
@@ -238,60 +236,25 @@ def measure(args: argparse.Namespace, n: int) -> tuple[Result, Usage]:
     graph = build_graph(build_stages(config, models))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    rss_before = rss_mb()
-    recorder, stop, metrics = Recorder(), threading.Event(), Metrics()
     interval = 1 / TARGET_FPS
     sources = [
         RealtimeFileSource(c, args.clip, start_delay_s=i * interval / n) for i, c in enumerate(cameras)
     ]
-
-    def on_packet(packet: FramePacket) -> None:
-        if packet.analysed:
-            recorder.packet(packet.frame.camera, packet.frame.captured_at)
-
-    runner = Runner(
+    samplers: list[UsageSampler] = []
+    result = run_live(
         graph,
         sources,
-        metrics,
-        stop,
-        options=RunnerOptions(live=True, analysis_fps={c: TARGET_FPS for c in cameras}),
-        on_packet=on_packet,
+        graph_name,
+        args.warmup,
+        args.duration,
+        on_window=lambda recorder, stop: samplers.append(UsageSampler(recorder, stop)),
     )
-    run_for(stop, recorder, args.warmup, args.duration)
-    sampler = UsageSampler(recorder, stop)
-    rss_peak = [rss_before]
-
-    def sample_depths() -> None:
-        while not stop.wait(0.25):
-            recorder.depth(runner.ingress.depth() + sum(p.depth() for p in runner.pipes))
-            if time.time() >= recorder.window[0]:
-                rss_peak[0] = max(rss_peak[0], rss_mb())
-
-    depths = threading.Thread(target=sample_depths, name="bench-depths", daemon=True)
-    depths.start()
-    try:
-        report = runner.run()
-    finally:
-        stop.set()
-        depths.join(5)
-    if report.source_errors:
-        raise SystemExit(f"source errors: {report.source_errors}")
-    result = recorder.summarise(
-        "vigil", graph_name, cameras, sum(report.frames_dropped.values()), rss_before, rss_peak[0]
-    )
-    result.stage_errors = sum(report.stage_errors.values())
-    for family in metrics.stage_latency.collect():  # over the whole run, warm-up included
-        sums = {x.labels["stage"]: x.value for x in family.samples if x.name.endswith("_sum")}
-        counts = {x.labels["stage"]: x.value for x in family.samples if x.name.endswith("_count")}
-        result.stage_ms = {k: round(1000 * v / counts[k], 1) for k, v in sums.items() if counts.get(k)}
-    if result.stage_errors:
-        result.notes.append(f"stage errors: {report.stage_errors}")
-    usage = sampler.usage()
+    usage = samplers[0].usage()
     usage.late_frames = sum(s.late_frames for s in sources)
     if cuda:
         usage.torch_peak_allocated_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         usage.torch_peak_reserved_mb = round(torch.cuda.max_memory_reserved() / 2**20, 1)
-    return result.judge(), usage
+    return result, usage
 
 
 # ---- main ----------------------------------------------------------------------------------------

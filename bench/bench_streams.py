@@ -55,10 +55,11 @@ from pipeline.config import (
     SourceConfig,
     VigilConfig,
 )
-from pipeline.graph import build_graph
+from pipeline.graph import StageGraph, build_graph
 from pipeline.metrics import Metrics
 from pipeline.packets import FramePacket
 from pipeline.runner import Runner, RunnerOptions
+from pipeline.sources.base import Source
 from pipeline.sources.rtsp import RtspSource
 from pipeline.stage import Stage
 
@@ -230,11 +231,26 @@ def vigil_run(
     max_in_flight: int = 0,
 ) -> Result:
     cameras = [f"cam{i}" for i in range(len(urls))]
-    stages = make_stages()
-    graph = build_graph(stages)  # the factory loads the models: the RSS baseline includes them
+    graph = build_graph(make_stages())  # the factory loads the models: the RSS baseline includes them
+    sources = [RtspSource(c, u, SourceConfig()) for c, u in zip(cameras, urls, strict=True)]
+    return run_live(graph, sources, graph_name, warmup_s, duration_s, system, max_in_flight)
+
+
+def run_live(
+    graph: StageGraph,
+    sources: Sequence[Source],
+    graph_name: str,
+    warmup_s: float,
+    duration_s: float,
+    system: str = "vigil",
+    max_in_flight: int = 0,
+    on_window: Callable[[Recorder, threading.Event], object] | None = None,
+) -> Result:
+    """The Runner in live mode over `sources` at TARGET_FPS each, measured for `duration_s` after
+    `warmup_s`; `on_window(recorder, stop)` is called once the window is set (extra samplers)."""
+    cameras = [s.camera for s in sources]
     rss_before = rss_mb()
     recorder, stop, metrics = Recorder(), threading.Event(), Metrics()
-    sources = [RtspSource(c, u, SourceConfig()) for c, u in zip(cameras, urls, strict=True)]
 
     def on_packet(packet: FramePacket) -> None:
         if packet.analysed:
@@ -242,7 +258,7 @@ def vigil_run(
 
     runner = Runner(
         graph,
-        sources,
+        list(sources),
         metrics,
         stop,
         options=RunnerOptions(
@@ -251,6 +267,8 @@ def vigil_run(
         on_packet=on_packet,
     )
     run_for(stop, recorder, warmup_s, duration_s)
+    if on_window is not None:
+        on_window(recorder, stop)
     rss_peak = [rss_before]
 
     def sample_depths() -> None:
