@@ -45,7 +45,6 @@ DEVICE = os.environ.get("VIGIL_TEST_DEVICE", "cuda")
 CPU = torch.device("cpu")
 DEV = torch.device(DEVICE)
 # the CPU reference is the PyTorch network itself (an OpenVINO export may run in bf16 on the CPU)
-TORCH_ON_CPU = {"format": "pytorch"} if "format" in PoseConfig.model_fields else {}
 
 pytestmark = pytest.mark.skipif(
     DEVICE.startswith("cuda") and not torch.cuda.is_available(),
@@ -74,7 +73,7 @@ def test_device_is_what_was_asked() -> None:
 def test_pose_on_device_matches_cpu(image: np.ndarray) -> None:
     boxes = np.array([*PEOPLE, [0, 0, 360, 240]], np.float32)  # the last one takes the full-frame path
     on_dev = PoseEstimator.from_config(PoseConfig(model=str(POSE), device=DEVICE))
-    on_cpu = PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu", **TORCH_ON_CPU))
+    on_cpu = PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu", format="pytorch"))
     assert_on_device()
     kd, cd = on_dev.estimate(image, boxes)
     kc, cc = on_cpu.estimate(image, boxes)
@@ -90,7 +89,7 @@ def test_pose_on_device_matches_cpu(image: np.ndarray) -> None:
 def test_appearance_on_device_matches_cpu(image: np.ndarray) -> None:
     boxes = np.array([*PEOPLE, BICYCLE, CART], np.float32)
     on_dev = AppearanceEncoder.from_config(AppearanceConfig(model=str(POSE), device=DEVICE))
-    on_cpu = AppearanceEncoder.from_config(AppearanceConfig(model=str(POSE), device="cpu", **TORCH_ON_CPU))
+    on_cpu = AppearanceEncoder.from_config(AppearanceConfig(model=str(POSE), device="cpu", format="pytorch"))
     assert_on_device()
     vd, vc = on_dev.encode(image, boxes), on_cpu.encode(image, boxes)
     assert vd.shape == vc.shape == (7, on_cpu.dim) and vd.dtype == np.float32
