@@ -44,7 +44,6 @@ from stages.score import Scorer
 DEVICE = os.environ.get("VIGIL_TEST_DEVICE", "cuda")
 CPU = torch.device("cpu")
 DEV = torch.device(DEVICE)
-# the CPU reference is the PyTorch network itself (an OpenVINO export may run in bf16 on the CPU)
 
 pytestmark = pytest.mark.skipif(
     DEVICE.startswith("cuda") and not torch.cuda.is_available(),
@@ -73,6 +72,7 @@ def test_device_is_what_was_asked() -> None:
 def test_pose_on_device_matches_cpu(image: np.ndarray) -> None:
     boxes = np.array([*PEOPLE, [0, 0, 360, 240]], np.float32)  # the last one takes the full-frame path
     on_dev = PoseEstimator.from_config(PoseConfig(model=str(POSE), device=DEVICE))
+    # the CPU reference is the PyTorch network itself (an OpenVINO export may run in bf16 on the CPU)
     on_cpu = PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu", format="pytorch"))
     assert_on_device()
     kd, cd = on_dev.estimate(image, boxes)
