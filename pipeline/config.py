@@ -126,6 +126,11 @@ class DetectorConfig(Section):
     inference_threads: int = Field(
         1, ge=0, le=256, description="INFERENCE_NUM_THREADS of an OpenVINO export (others ignore it); 0: auto"
     )
+    rect: bool = Field(
+        True,
+        description="static square OpenVINO exports run at the frame's letterbox rectangle (imgsz on the "
+        "long side; 640x360 -> 640x384) instead of imgsz x imgsz, as PyTorch weights do",
+    )
 
 
 class PoseConfig(Section):

@@ -47,6 +47,8 @@ class Detector:
 
     Tiles upscale small objects: with a static 640 input a 360x240 frame is enlarged 1.8x as a whole,
     but 2.7x when split into two tiles (each tile is letterboxed to the model's input on its own).
+    A static OpenVINO export loaded with `rect` runs each image (or tile) at its own letterbox
+    rectangle, as ultralytics does for PyTorch weights, instead of the export's imgsz x imgsz square.
     """
 
     def __init__(
@@ -60,7 +62,7 @@ class Detector:
         tile_overlap: float = 0.15,
     ) -> None:
         self.loaded = loaded
-        self.imgsz = loaded.static_imgsz or imgsz
+        self.imgsz = loaded.rect.imgsz if loaded.rect is not None else loaded.static_imgsz or imgsz
         self.confidence = confidence
         self.iou = iou
         self.classes = classes
@@ -69,7 +71,7 @@ class Detector:
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> Detector:
-        loaded = load_yolo(cfg.model, "detect", cfg.device, cfg.imgsz, cfg.inference_threads)
+        loaded = load_yolo(cfg.model, "detect", cfg.device, cfg.imgsz, cfg.inference_threads, cfg.rect)
         return cls(loaded, cfg.imgsz, cfg.confidence, cfg.iou, cfg.classes, cfg.tiles)
 
     @property
@@ -90,20 +92,33 @@ class Detector:
         ]
 
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Raw (N, 6) [x1, y1, x2, y2, conf, cls] float32 per image, batched when the model allows."""
-        step = self.loaded.max_batch or len(images)
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), step):
-            results = self.loaded.model.predict(
-                images[start : start + step],
-                imgsz=self.imgsz,
-                conf=self.confidence,
-                iou=self.iou,
-                classes=self.classes,
-                device=self.loaded.device,
-                verbose=False,
-            )
-            out.extend(r.boxes.data.cpu().numpy().astype(np.float32)[:, :6] for r in results)
+        """Raw (N, 6) [x1, y1, x2, y2, conf, cls] float32 per image, batched when the model allows.
+
+        With per-shape networks (`loaded.rect`) images are grouped by their letterbox rectangle and
+        each group runs through the network of its shape.
+        """
+        rect = self.loaded.rect
+        groups: dict[tuple[int, int] | None, list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(None if rect is None else rect.shape(*image.shape[:2]), []).append(i)
+        out: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(images)
+        for shape, members in groups.items():
+            if rect is not None and shape is not None:
+                rect.use(shape)
+            step = self.loaded.max_batch or len(members)
+            for start in range(0, len(members), step):
+                part = members[start : start + step]
+                results = self.loaded.model.predict(
+                    [images[i] for i in part],
+                    imgsz=self.imgsz,
+                    conf=self.confidence,
+                    iou=self.iou,
+                    classes=self.classes,
+                    device=self.loaded.device,
+                    verbose=False,
+                )
+                for i, r in zip(part, results, strict=True):
+                    out[i] = r.boxes.data.cpu().numpy().astype(np.float32)[:, :6]
         return out
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

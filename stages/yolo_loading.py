@@ -4,11 +4,18 @@ Supports PyTorch checkpoints (`.pt`), export folders (OpenVINO `*_openvino_model
 `metadata.yaml`), ONNX and TensorRT engines. Exports can have a static input size and batch 1; what the
 export says about itself is read from its metadata so a config that asks for something the export
 cannot do fails at load time instead of silently resizing or crashing in the first frame.
+
+A static square OpenVINO detect export can instead run at each frame's letterbox rectangle (`rect`):
+ultralytics runs such exports at their square size only (its AutoBackend letterboxes to the metadata's
+imgsz, and the IR cannot simply be reshaped: the attention block's views and the head's anchor grid are
+constants of the 640x640 trace), so `RectInputs` rewrites those constants for the rectangle and
+compiles one network per frame shape. A 640x360 frame then costs a 640x384 pass instead of 640x640.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +54,8 @@ class LoadedModel:
     static_imgsz: int | None
     #: largest batch one call accepts (None: any)
     max_batch: int | None
+    #: per-frame-shape networks of a static OpenVINO detect export (detector.rect), else None
+    rect: RectInputs | None = None
 
     @property
     def is_torch(self) -> bool:
@@ -81,12 +90,15 @@ def load_yolo(
     device: str,
     imgsz: int | None = None,
     inference_threads: int = 0,
+    rect: bool = False,
 ) -> LoadedModel:
     """Load a YOLO model for `task` ("detect", "pose", or a tuple of accepted tasks) from `path`.
 
     A bare name that is not a file (e.g. "yolo11n.pt") is left to ultralytics to download unless
     YOLO_OFFLINE is set; any other missing path is an error. `inference_threads` > 0 recompiles an
     OpenVINO export with that INFERENCE_NUM_THREADS (this model only; other formats ignore it).
+    `rect`: a static square OpenVINO detect export runs at each frame's letterbox rectangle with
+    `imgsz` (default: the export's size) on the long side (see RectInputs); other models ignore it.
     """
     p = Path(path).expanduser()
     offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -123,28 +135,160 @@ def load_yolo(
                 raise ModelError(f"{path}: non-square static input {size} is not supported")
             static_imgsz = int(size[0])
         max_batch = None if dynamic else int(meta.get("batch", 1))  # type: ignore[arg-type]
+    openvino = p.is_dir() and p.name.endswith("_openvino_model")
+    if rect and openvino and static_imgsz is not None and model.task == "detect":
+        rect_inputs = RectInputs(model, p, imgsz or static_imgsz, static_imgsz, dev, inference_threads)
+        return LoadedModel(model, str(path), str(model.task), names, dev, None, max_batch, rect_inputs)
     if static_imgsz is not None and imgsz is not None and imgsz != static_imgsz:
         raise ModelError(
             f"{path}: export has a static {static_imgsz}x{static_imgsz} input but config asks imgsz={imgsz}"
         )
-    if inference_threads > 0 and p.is_dir() and p.name.endswith("_openvino_model"):
+    if inference_threads > 0 and openvino:
         _openvino_threads(model, p, static_imgsz or imgsz or 640, dev, inference_threads)
     return LoadedModel(model, str(path), str(model.task), names, dev, static_imgsz, max_batch)
 
 
-def _openvino_threads(model: YOLO, folder: Path, imgsz: int, device: str, threads: int) -> None:
-    """Recompile the OpenVINO network of `model` with INFERENCE_NUM_THREADS = `threads`."""
-    import numpy as np
+def _openvino_config(threads: int) -> dict[str, object]:
+    config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", **OPENVINO_SHARED_CPU}
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
 
-    # ultralytics builds its backend on the first predict; build it, then swap the compiled model
+
+def _openvino_backend(model: YOLO, folder: Path, imgsz: int, device: str) -> object:
+    """The OpenVINO backend inside `model`'s predictor (built by one predict on a blank image)."""
     model.predict(np.zeros((imgsz, imgsz, 3), np.uint8), imgsz=imgsz, device=device, verbose=False)
     backend = getattr(getattr(model.predictor, "model", None), "backend", None)
     if backend is None or not hasattr(backend, "compile_model"):
-        raise ModelError(f"{folder}: cannot set inference_threads (no OpenVINO backend found)")
+        raise ModelError(f"{folder}: no OpenVINO backend found in the loaded model")
+    return backend
+
+
+def _openvino_threads(model: YOLO, folder: Path, imgsz: int, device: str, threads: int) -> None:
+    """Recompile the OpenVINO network of `model` with INFERENCE_NUM_THREADS = `threads`."""
+    backend = _openvino_backend(model, folder, imgsz, device)
     xml = next(folder.glob("*.xml"))
-    ov_model = backend.ov.Core().read_model(model=str(xml), weights=xml.with_suffix(".bin"))
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **OPENVINO_SHARED_CPU}
-    backend.ov_compiled_model = backend.compile_model(ov_model, config=config)
+    ov_model = backend.ov.Core().read_model(model=str(xml), weights=xml.with_suffix(".bin"))  # type: ignore[attr-defined]
+    backend.ov_compiled_model = backend.compile_model(ov_model, config=_openvino_config(threads))  # type: ignore[attr-defined]
+
+
+def letterbox_shape(height: int, width: int, imgsz: int, stride: int = 32) -> tuple[int, int]:
+    """(h, w) of ultralytics' minimal ('rect') letterbox: long side scaled to `imgsz`, sides padded
+    up to a multiple of `stride` (360x240 at 640 -> 640x448; 640x360 -> 640x384)."""
+    r = min(imgsz / height, imgsz / width)
+    h, w = round(height * r), round(width * r)
+    return math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
+
+
+def anchor_grid(height: int, width: int, strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLO head's anchor centres (2, A) in grid units and strides (A,), as ultralytics' make_anchors."""
+    points, stride = [], []
+    for s in strides:
+        h, w = height // s, width // s
+        y, x = np.meshgrid(
+            np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5, indexing="ij"
+        )
+        points.append(np.stack([x.ravel(), y.ravel()]))
+        stride.append(np.full(h * w, s, np.float32))
+    return np.concatenate(points, axis=1), np.concatenate(stride)
+
+
+def reshape_detect_ir(model: object, height: int, width: int, strides: tuple[int, ...] = (8, 16, 32)) -> None:
+    """Rewrite a static YOLO detect IR (ov.Model, in place) for a (1, 3, height, width) input.
+
+    The trace fixed what depends on the input size as constants: Reshape targets (the attention
+    block's token count H*W and its (H, W) view back; the head's per-level and total anchor counts)
+    and the head's anchor centres and strides. Each is recomputed for the new size; an anchor or stride
+    constant that is not the expected grid of the old size is refused (an unknown graph layout).
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    in_shape = model.input(0).get_partial_shape()  # type: ignore[attr-defined]
+    h0, w0 = in_shape[2].get_length(), in_shape[3].get_length()
+    old_points, old_strides = anchor_grid(h0, w0, strides)
+    new_points, new_strides = anchor_grid(height, width, strides)
+    a0, a1 = old_points.shape[1], new_points.shape[1]
+    grids = {(h0 // s, w0 // s): (height // s, width // s) for s in strides}
+    counts = {h * w: nh * nw for (h, w), (nh, nw) in grids.items()} | {a0: a1}
+    for op in model.get_ordered_ops():  # type: ignore[attr-defined]
+        kind = op.get_type_name()
+        if kind == "Reshape" and op.input_value(1).get_node().get_type_name() == "Constant":
+            target = [int(v) for v in op.input_value(1).get_node().get_data().ravel()]
+            if len(target) == 4 and tuple(target[2:]) in grids:  # (B, C, H, W) view of a feature map
+                new = target[:2] + list(grids[(target[2], target[3])])
+            else:  # flattened H*W or anchor counts (never the batch dimension)
+                new = target[:1] + [counts.get(v, v) for v in target[1:]]
+            if new != target:
+                op.input(1).replace_source_output(ops.constant(np.array(new, np.int64)).output(0))
+        elif kind == "Constant" and a0 in list(op.get_output_shape(0)):
+            data = op.get_data()
+            if data.shape == (1, 2, a0) and np.array_equal(data[0], old_points):
+                value = new_points[None]
+            elif data.shape == (1, 1, a0) and np.array_equal(data[0, 0], old_strides):
+                value = new_strides[None, None]
+            else:
+                raise ModelError(f"cannot reshape the detector: unknown constant of shape {data.shape}")
+            op.output(0).replace(ops.constant(value.astype(data.dtype)).output(0))
+    model.get_parameters()[0].set_partial_shape(ov.PartialShape([1, 3, height, width]))  # type: ignore[attr-defined]
+    try:
+        model.validate_nodes_and_infer_types()  # type: ignore[attr-defined]
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelError(f"cannot reshape the detector to {height}x{width} ({msg[:200]})") from e
+    out = model.output(0).get_partial_shape()  # type: ignore[attr-defined]
+    if out.is_dynamic or out[2].get_length() != a1:
+        raise ModelError(
+            f"cannot reshape the detector to {height}x{width}: output {out}, expected {a1} anchors"
+        )
+
+
+class RectInputs:
+    """A static square OpenVINO detect export, run at each frame's letterbox rectangle.
+
+    One network per input shape, rewritten by `reshape_detect_ir` and compiled on first use (~1 s),
+    then installed in ultralytics' backend with the matching `imgsz`, so its predict letterboxes to
+    that rectangle and maps boxes back as usual. Measured on this 2-core CPU (INT8 yolo11n, one
+    thread): 640x640 75 ms, 640x448 51 ms, 640x384 46 ms per inference.
+    """
+
+    def __init__(
+        self, model: YOLO, folder: Path, imgsz: int, export_imgsz: int, device: str, threads: int
+    ) -> None:
+        if imgsz % 32:
+            raise ModelError(f"{folder}: imgsz {imgsz} is not a multiple of 32")
+        self.imgsz = imgsz
+        self.folder = folder
+        self._backend = _openvino_backend(model, folder, export_imgsz, device)
+        self._xml = next(folder.glob("*.xml"))
+        self._config = _openvino_config(threads)
+        self._compiled: dict[tuple[int, int], object] = {}
+        self.current: tuple[int, int] | None = None
+
+    def shape(self, height: int, width: int) -> tuple[int, int]:
+        return letterbox_shape(height, width, self.imgsz)
+
+    def use(self, shape: tuple[int, int]) -> None:
+        """Install the network for input `shape` (h, w) in the backend, compiling it the first time."""
+        if shape == self.current:
+            return
+        if shape not in self._compiled:
+            backend = self._backend
+            ov_model = backend.ov.Core().read_model(
+                model=str(self._xml), weights=self._xml.with_suffix(".bin")
+            )  # type: ignore[attr-defined]
+            try:
+                reshape_detect_ir(ov_model, *shape)
+            except ModelError as e:
+                raise ModelError(f"{self.folder}: {e} (set detector.rect: false)") from e
+            self._compiled[shape] = backend.compile_model(ov_model, config=self._config)  # type: ignore[attr-defined]
+        self._backend.ov_compiled_model = self._compiled[shape]  # type: ignore[attr-defined]
+        self._backend.imgsz = list(shape)  # type: ignore[attr-defined]
+        self.current = shape
+
+    @property
+    def compiled_shapes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(self._compiled)
 
 
 # --- raw networks in a chosen format (pose, appearance): tensors in, the first output tensor out ------------
