@@ -18,19 +18,45 @@ import numpy as np
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from bench.clips import make_640x360
+from pipeline.boxes import box_iou
 from pipeline.config import AppearanceConfig, DetectorConfig, ModelsConfig, PoseConfig
-from pipeline.packets import Frame, FramePacket
+from pipeline.packets import Detections, Frame, FramePacket, SourceEvent
 from stages.appearance import AppearanceStage
 from stages.detect import DetectStage
 from stages.pose import PoseStage
 
-SHARED = Path(os.environ.get("VIGIL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared"))
 
 
-def _poses(packets: list[FramePacket], cfg: PoseConfig, models: ModelsConfig) -> dict[tuple[int, int], tuple]:
-    """(frame, track) -> (keypoints in frame pixels, conf) from a PoseStage over `packets` in order."""
+def _decode(name: str) -> list[np.ndarray]:
+    """All frames of a Ped2 test clip, or of Test004 letterboxed to 640x360 ("640x360")."""
+    test = SHARED / "data" / "ucsd_ped2" / "test"
+    clip = (
+        make_640x360(test / "Test004.mp4", REPO / "var" / "bench" / "Test004_640x360.mp4")
+        if name == "640x360"
+        else test / f"{name}.mp4"
+    )
+    with av.open(str(clip)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+
+
+def _poses(
+    packets: list[FramePacket], cfg: PoseConfig, models: ModelsConfig
+) -> tuple[dict[tuple[int, int], tuple], int]:
+    """(frame, track) -> (keypoints in frame pixels, conf) from a PoseStage over `packets` in order,
+    and the number of boxes the estimator was run on (crops, the pose stage's cost)."""
     stage = PoseStage.from_config(cfg, models)
     stage.on_start()
+    estimate = stage.estimator.estimate
+    runs = [0]
+
+    def counted(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        runs[0] += len(boxes)
+        return estimate(image, boxes)
+
+    stage.estimator.estimate = counted  # type: ignore[method-assign]
     out = {}
     for p in packets:
         stage.process(p)
@@ -41,7 +67,7 @@ def _poses(packets: list[FramePacket], cfg: PoseConfig, models: ModelsConfig) ->
         ):
             x1, y1, x2, y2 = dets.xyxy[row]
             out[(p.frame.index, int(tid))] = (kp * [x2 - x1, y2 - y1] + [x1, y1], conf, y2 - y1)
-    return out
+    return out, runs[0]
 
 
 def pose_agreement(
@@ -60,17 +86,36 @@ def pose_agreement(
     for p in packets:
         detect.process(p)
     base = {"model": str(weights), "device": args.device}
-    ref = _poses(packets, PoseConfig(**base, format="openvino", crop_size=128, every_k_frames=1), models)
-    result: dict[str, object] = {"frames": len(packets), "reference_poses": len(ref)}
-    for fmt, crop, k in (
-        ("openvino", 128, 2),
-        ("openvino", 128, 3),
-        ("openvino", 96, 1),
-        ("openvino_int8", 128, 1),
-        ("openvino_int8", 128, 2),
-        ("openvino_int8", 128, 3),
+    ref, ref_runs = _poses(
+        packets, PoseConfig(**base, format="openvino", crop_size=128, every_k_frames=1), models
+    )
+    result: dict[str, object] = {
+        "frames": len(packets),
+        "reference_poses": len(ref),
+        "reference_crops_per_frame": round(ref_runs / len(packets), 2),
+    }
+    # (format, crop, every k, still k, still box change): still k > k keeps a still person's pose longer
+    for fmt, crop, k, still_k, change in (
+        ("openvino", 128, 2, 0, 0.1),
+        ("openvino", 128, 3, 0, 0.1),
+        ("openvino", 128, 2, 4, 0.05),
+        ("openvino", 128, 2, 4, 0.1),
+        ("openvino", 128, 2, 6, 0.05),
+        ("openvino", 128, 2, 6, 0.1),
+        ("openvino", 96, 1, 0, 0.1),
+        ("openvino_int8", 128, 1, 0, 0.1),
+        ("openvino_int8", 128, 2, 0, 0.1),
+        ("openvino_int8", 128, 3, 0, 0.1),
     ):
-        got = _poses(packets, PoseConfig(**base, format=fmt, crop_size=crop, every_k_frames=k), models)
+        cfg = PoseConfig(
+            **base,
+            format=fmt,
+            crop_size=crop,
+            every_k_frames=k,
+            still_k_frames=still_k,
+            still_box_change=change,
+        )
+        got, runs = _poses(packets, cfg, models)
         px, rel = [], []
         for key, (kp, conf, height) in ref.items():
             if key in got:
@@ -79,13 +124,78 @@ def pose_agreement(
                 px.append(d)
                 rel.append(d / height)
         d_px, d_rel = np.concatenate(px), np.concatenate(rel)
-        result[f"{fmt}_crop{crop}_k{k}"] = {
+        still = f"_still{still_k}_{change:g}" if still_k > k else ""
+        result[f"{fmt}_crop{crop}_k{k}{still}"] = {
+            "crops_per_frame": round(runs / len(packets), 2),
             "poses_found_share": round(len(got) / max(len(ref), 1), 3),
             "median_px": round(float(np.median(d_px)), 2),
             "p90_px": round(float(np.percentile(d_px, 90)), 2),
             "median_box_height_share": round(float(np.median(d_rel)), 3),
             "p90_box_height_share": round(float(np.percentile(d_rel, 90)), 3),
         }
+    return result
+
+
+def _tracked(cfg: DetectorConfig, images: list[np.ndarray]) -> tuple[list[Detections], float]:
+    """Tracked boxes of every frame (detector on every frame) and the detect+track CPU-ms per frame."""
+    stage = DetectStage.from_config(cfg)
+    stage.process(FramePacket(Frame("warmup", 0, 0.0, images[0], time.time())))
+    stage.on_source_eos(SourceEvent("warmup", "eos"))
+    out = []
+    t = time.thread_time()
+    for i, im in enumerate(images):
+        p = FramePacket(Frame("agree", i, i / 10, im, time.time()))
+        stage.process(p)
+        assert p.detections is not None
+        out.append(p.detections)
+    return out, (time.thread_time() - t) / len(images) * 1000
+
+
+def _recall(ref: list[Detections], got: list[Detections], min_iou: float = 0.5) -> tuple[float, float, float]:
+    """(share of ref boxes matched by a got box of the same class at IoU >= min_iou, the same share of
+    got boxes matched by ref, median IoU of the matches); greedy one-to-one per frame and class."""
+    matched, total_ref, total_got, ious = 0, 0, 0, []
+    for r, g in zip(ref, got, strict=True):
+        total_ref, total_got = total_ref + len(r), total_got + len(g)
+        if not len(r) or not len(g):
+            continue
+        m = box_iou(r.xyxy, g.xyxy) * (r.class_id[:, None] == g.class_id[None])
+        while m.size and m.max() >= min_iou:
+            i, j = np.unravel_index(np.argmax(m), m.shape)
+            ious.append(float(m[i, j]))
+            matched += 1
+            m[i, :], m[:, j] = 0, 0
+    return matched / max(total_ref, 1), matched / max(total_got, 1), float(np.median(ious)) if ious else 0.0
+
+
+def detect_agreement(clips: dict[str, list[np.ndarray]], args: argparse.Namespace) -> dict[str, object]:
+    """Tracked boxes of the rect detector (and smaller imgsz) vs the export's 640x640 square input.
+
+    The reference is today's detector before `rect`: the INT8 export at 640x640 on every frame, tracked.
+    Recall: share of its tracked boxes that the setting also tracks (same class, IoU >= 0.5).
+    """
+    base = DetectorConfig(
+        model=str(SHARED / "models" / "yolo11n_int8_openvino_model"), device=args.device, every_k_frames=1
+    )
+    result: dict[str, object] = {}
+    for name, images in clips.items():
+        ref, ref_ms = _tracked(base.model_copy(update={"rect": False}), images)
+        row: dict[str, object] = {
+            "frames": len(images),
+            "reference_boxes": sum(len(d) for d in ref),
+            "square640_ms": round(ref_ms, 1),
+        }
+        for imgsz in args.rect_sizes:
+            got, ms = _tracked(base.model_copy(update={"rect": True, "imgsz": imgsz}), images)
+            recall, precision, med = _recall(ref, got)
+            row[f"rect{imgsz}"] = {
+                "tracked_box_recall": round(recall, 3),
+                "precision": round(precision, 3),
+                "median_iou": round(med, 3),
+                "ms": round(ms, 1),
+                "ms_ratio_vs_square640": round(ms / ref_ms, 2),
+            }
+        result[name] = row
     return result
 
 
@@ -110,6 +220,20 @@ def main() -> None:
         action="store_true",
         help="instead: keypoint agreement of pose every k-th frame / smaller crops vs every frame at 128 px",
     )
+    ap.add_argument(
+        "--rect-sizes",
+        nargs="+",
+        type=int,
+        default=[640, 512, 448],
+        help="with --agreement: detector imgsz values run at the letterbox rectangle (detector.rect)",
+    )
+    ap.add_argument(
+        "--detect-clips",
+        nargs="+",
+        default=["Test004", "Test007", "640x360"],
+        help="with --agreement: whole clips for the detector agreement (640x360: Test004 letterboxed)",
+    )
+    ap.add_argument("--parts", nargs="+", choices=["detect", "pose"], default=["detect", "pose"])
     args = ap.parse_args()
     images = []
     with av.open(str(SHARED / "data" / "ucsd_ped2" / "test" / f"{args.clip}.mp4")) as c:
@@ -126,7 +250,12 @@ def main() -> None:
         cache_dir=args.cache, calibration=[str(train / f"{c}.mp4") for c in args.calibration]
     )
     if args.agreement:
-        print(json.dumps(pose_agreement(packets, models / "yolo11n-pose.pt", cache, args), indent=1))
+        out: dict[str, object] = {}
+        if "detect" in args.parts:
+            out["detect"] = detect_agreement({name: _decode(name) for name in args.detect_clips}, args)
+        if "pose" in args.parts:
+            out["pose"] = pose_agreement(packets, models / "yolo11n-pose.pt", cache, args)
+        print(json.dumps(out, indent=1))
         return
     detect.process(packets[0])
     t = time.process_time()
