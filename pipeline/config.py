@@ -254,6 +254,23 @@ class ScoringConfig(Section):
     pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
     gait_window: int = Field(8, ge=3, le=1000, description="frames of box-aspect and speed history for gait")
     holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
+    sustained_frames: int = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="sustained evidence: mean of a track's last N calibrated scores per attribute (0: off)",
+    )
+    sustained_min_frames: int = Field(
+        10, ge=1, le=1000, description="applicable frames a track needs before its sustained evidence counts"
+    )
+
+    @field_validator("sustained_min_frames")
+    @classmethod
+    def _min_within_window(cls, v: int, info) -> int:  # type: ignore[no-untyped-def]
+        window = info.data.get("sustained_frames")
+        if window and v > window:
+            raise ValueError(f"sustained_min_frames ({v}) must not exceed sustained_frames ({window})")
+        return v
 
 
 class EventsConfig(Section):

@@ -370,12 +370,23 @@ class Scores:
     object_score: np.ndarray  # (N,)
     frame_score: float
     smoothed_score: float
+    #: (N, A) sustained evidence of each attribute over the track's recent frames, same scale; NaN: none
+    sustained_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n: dict[str, int] = {"A": len(self.attribute_names)}
         check_array("Scores", "track_id", self.track_id, ("N",), np.integer, n)
         check_array("Scores", "attribute_scores", self.attribute_scores, ("N", "A"), np.floating, n)
         check_array("Scores", "object_score", self.object_score, ("N",), np.floating, n)
+        if self.sustained_scores is not None:
+            check_array("Scores", "sustained_scores", self.sustained_scores, ("N", "A"), np.floating, n)
+
+    def strongest(self) -> np.ndarray:
+        """(N, A) per attribute the larger of its per-frame and sustained score (what the object score
+        combined)."""
+        if self.sustained_scores is None:
+            return self.attribute_scores
+        return np.fmax(self.attribute_scores, self.sustained_scores)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,15 +41,13 @@ class Explainer:
     def explain(self, attrs: ObjectAttributes, scores: Scores, graph: SceneGraph | None) -> Explanations:
         objects = []
         cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
+        strongest = scores.strongest()
         for i in range(len(attrs)):
-            row = scores.attribute_scores[i]
+            row = strongest[i]
             # ranked by calibrated score; attributes scoring 0 (nothing unusual) give no reason
             ranked = [int(j) for j in np.argsort(-np.nan_to_num(row, nan=-1.0), kind="stable")]
             ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0][: self.max_reasons]
-            reasons = [
-                self._reason(scores.attribute_names[j], float(row[j]), i, int(cls[i]), attrs, graph)
-                for j in ranked
-            ]
+            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph) for j in ranked]
             box = tuple(float(v) for v in attrs.xyxy[i])
             objects.append(
                 ObjectExplanation(
@@ -63,6 +61,26 @@ class Explainer:
         return Explanations(tuple(objects))
 
     # ---------------------------------------------------------------------------------------------
+
+    def _ranked_reason(
+        self, scores: Scores, j: int, i: int, k: int, attrs: ObjectAttributes, graph: SceneGraph | None
+    ) -> Reason:
+        """The attribute's reason from this frame's value; when the track's sustained evidence is the
+        stronger score, the sentence says so and the reason carries that score."""
+        a = scores.attribute_names[j]
+        now = float(scores.attribute_scores[i, j])
+        held = float("nan") if scores.sustained_scores is None else float(scores.sustained_scores[i, j])
+        if not (math.isfinite(held) and (not math.isfinite(now) or held > now)):
+            return self._reason(a, now, i, k, attrs, graph)
+        base = self._reason(a, now if math.isfinite(now) else 0.0, i, k, attrs, graph)
+        window = self.model.sustained_window
+        return Reason(
+            a,
+            base.observed,
+            base.expected,
+            held,
+            f"{base.sentence}; unusual on average over its last {window} analysed frames",
+        )
 
     def _reason(
         self, a: str, score: float, i: int, k: int, attrs: ObjectAttributes, graph: SceneGraph | None

@@ -29,8 +29,9 @@ from pipeline.stage import Stage
 from stages.normality.calibration import TailCalibrator
 from stages.normality.features import TrackMemory
 from stages.normality.fit import FrameSample, fit_normality
-from stages.normality.judge import calibrate, combine, raw_scores
+from stages.normality.judge import calibrate, calibrate_sustained, combine, raw_scores
 from stages.normality.model import ATTRIBUTES, NormalityModel
+from stages.normality.sustained import SustainedEvidence
 
 log = logging.getLogger("vigil.score")
 
@@ -87,6 +88,7 @@ class _Camera:
     memory: TrackMemory
     recent: deque[float]
     tracks: TrackSmoother
+    sustained: SustainedEvidence | None
 
 
 class Scorer:
@@ -102,6 +104,9 @@ class Scorer:
             TrackMemory(config.dynamics_history, config.pose_window, config.gait_window),
             deque(maxlen=config.smoothing_frames),
             TrackSmoother(config.track_window),
+            SustainedEvidence(model.sustained_window, model.sustained_min_frames)
+            if model.sustained_window
+            else None,
         )
 
     def score(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> Scores:
@@ -109,7 +114,12 @@ class Scorer:
         hist = st.memory.update(attrs, pts)
         raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes)
         cal = calibrate(st.model, raw, self.attributes)
-        obj = st.object_cal(combine(cal, self.config.combine)) if len(attrs) else np.zeros(0)
+        sustained = None
+        strongest = cal
+        if st.sustained is not None:
+            sustained = calibrate_sustained(st.model, st.sustained(attrs.track_id, cal), self.attributes)
+            strongest = np.fmax(cal, sustained)
+        obj = st.object_cal(combine(strongest, self.config.combine)) if len(attrs) else np.zeros(0)
         obj = st.tracks(attrs.track_id, obj)
         frame = float(obj.max()) if len(obj) else 0.0
         st.recent.append(frame)
@@ -120,6 +130,7 @@ class Scorer:
             object_score=obj.astype(np.float32),
             frame_score=frame,
             smoothed_score=float(np.mean(st.recent)),
+            sustained_scores=None if sustained is None else sustained.astype(np.float32),
         )
 
 

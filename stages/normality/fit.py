@@ -23,13 +23,17 @@ from stages.normality.calibration import TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.features import KP_CONF, TrackMemory, motion_features, pose_features, split_pose
 from stages.normality.grids import DIRECTION_BINS, CountGrid, QuantileGrid, direction_bin, smooth_spatially
-from stages.normality.judge import MIN_DIRECTION_SPEED, raw_scores
+from stages.normality.judge import MIN_DIRECTION_SPEED, calibrate, raw_scores
 from stages.normality.memory import MemoryBank, coreset, resolve_device
 from stages.normality.model import ATTRIBUTES, BLOB, UNKNOWN, NormalityModel
+from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
 from stages.normality.triplets import TripletStats
 
 log = logging.getLogger("vigil.fit")
 HOLDOUT_ROWS = 20_000  # held-out raw score rows kept in the model for the object calibrator
+#: held-out tracks with sustained evidence needed to calibrate it: fewer say little about how much
+#: normal tracks differ from each other (one person walks fast all along), so it stays off
+MIN_SUSTAINED_TRACKS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,16 +216,66 @@ def fit_normality(
 
     # ---- pass 2: calibrate on the held-out part ---------------------------------------------------
     raws: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    starts: list[int] = []  # index in `raws` where each held-out clip starts
     for clip in tqdm(_by_clip(hold_part).values(), desc="fit: calibration", unit="clip"):
         memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+        starts.append(len(raws))
         for s in clip:
             hist = memory.update(s.attributes, s.pts)
             if len(s.attributes):
                 raws.append(raw_scores(model, s.attributes, s.scene_graph, hist, config.knn_k))
+                ids.append(s.attributes.track_id.astype(np.int64))
     raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
     model.calibrators = {a: TailCalibrator.fit(raw[:, j]) for j, a in enumerate(ATTRIBUTES)}
+    sustained = _calibrate_sustained(model, raws, ids, starts, config)
     if len(raw) > HOLDOUT_ROWS:
-        raw = raw[np.sort(np.random.default_rng(seed).choice(len(raw), HOLDOUT_ROWS, replace=False))]
+        keep = np.sort(np.random.default_rng(seed).choice(len(raw), HOLDOUT_ROWS, replace=False))
+        raw, sustained = raw[keep], sustained[keep]
     model.holdout_raw = raw
+    model.holdout_sustained = sustained
     model.counts["objects_held_out"] = len(raws and np.concatenate(raws))
     return model
+
+
+def _calibrate_sustained(
+    model: NormalityModel,
+    raws: list[np.ndarray],
+    ids: list[np.ndarray],
+    starts: list[int],
+    config: ScoringConfig,
+) -> np.ndarray:
+    """Sustained evidence of the held-out tracks, replayed frame by frame as the scorer sees it; fits
+    `model.sustained_calibrators` and returns the held-out rows' values (NaN where too young)."""
+    rows = sum(len(r) for r in raws)
+    if config.sustained_frames == 0:
+        return np.full((rows, len(ATTRIBUTES)), np.nan)
+    out: list[np.ndarray] = []
+    evidence = SustainedEvidence(config.sustained_frames, config.sustained_min_frames)
+    clip_starts = set(starts)
+    for f, (r, t) in enumerate(zip(raws, ids, strict=True)):
+        if f in clip_starts:  # a new clip: no track carries over
+            evidence = SustainedEvidence(config.sustained_frames, config.sustained_min_frames)
+        out.append(evidence(t, calibrate(model, r, ATTRIBUTES)))
+    values = np.concatenate(out) if out else np.zeros((0, len(ATTRIBUTES)))
+    # a track's frames are nearly one sample of its sustained evidence: count tracks, not rows
+    clip_of = np.searchsorted(np.array(starts), np.arange(len(out)), side="right") - 1
+    tracks = {
+        (int(clip_of[f]), t)
+        for f, (r, ids_f) in enumerate(zip(out, ids, strict=True))
+        for t, ok in zip(ids_f.tolist(), np.isfinite(r).any(axis=1).tolist(), strict=True)
+        if ok
+    }
+    model.counts["sustained_tracks"] = len(tracks)
+    if len(tracks) < MIN_SUSTAINED_TRACKS:
+        log.warning(
+            "sustained evidence off: too few held-out tracks",
+            extra={"tracks": len(tracks), "needed": MIN_SUSTAINED_TRACKS},
+        )
+        return np.full((rows, len(ATTRIBUTES)), np.nan)
+    model.sustained_window = config.sustained_frames
+    model.sustained_min_frames = config.sustained_min_frames
+    model.sustained_calibrators = {
+        a: TailCalibrator.fit(values[:, j]) for j, a in enumerate(ATTRIBUTES) if a in SUSTAINED_ATTRIBUTES
+    }
+    return values

@@ -140,6 +140,18 @@ def calibrate(model: NormalityModel, raw: np.ndarray, attributes: tuple[str, ...
     return out
 
 
+def calibrate_sustained(
+    model: NormalityModel, sustained: np.ndarray, attributes: tuple[str, ...]
+) -> np.ndarray:
+    """Sustained evidence (mean calibrated score over a track's recent frames) on the -log10 p scale of
+    held-out normal tracks; NaN for attributes without sustained evidence (all when the model has none)."""
+    out = np.full_like(sustained, np.nan, dtype=np.float64)
+    for j, a in enumerate(attributes):
+        if a in model.sustained_calibrators:
+            out[:, j] = model.sustained_calibrators[a](sustained[:, j])
+    return out
+
+
 #: mean of -log10(p) for p uniform on (0, 1]: what a normal attribute contributes on average
 MEAN_SURPRISE = 1.0 / np.log(10.0)
 

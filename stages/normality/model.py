@@ -24,7 +24,7 @@ from stages.normality.memory import MemoryBank, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
-VERSION = 2  # 2: attribute gait (calibrator and holdout column)
+VERSION = 3  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators
 
 #: every attribute the model judges, in the order of Scores.attribute_names
 ATTRIBUTES = (
@@ -65,6 +65,12 @@ class NormalityModel:
     dynamics: DynamicsPredictor
     calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
     holdout_raw: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
+    #: sustained evidence (stages.normality.sustained): its window and minimum applicable frames
+    #: (window 0: none), one calibrator per attribute, and the held-out rows' values (NaN: too young)
+    sustained_window: int = 0
+    sustained_min_frames: int = 0
+    sustained_calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
+    holdout_sustained: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
 
     @property
     def cells(self) -> int:
@@ -81,10 +87,13 @@ class NormalityModel:
 
     def object_calibrator(self, attributes: tuple[str, ...], how: str) -> TailCalibrator:
         """Calibrator of the object combination for this attribute subset, from the held-out raw scores."""
-        from stages.normality.judge import calibrate, combine
+        from stages.normality.judge import calibrate, calibrate_sustained, combine
 
         idx = [ATTRIBUTES.index(a) for a in attributes]
-        return TailCalibrator.fit(combine(calibrate(self, self.holdout_raw[:, idx], attributes), how))
+        scores = calibrate(self, self.holdout_raw[:, idx], attributes)
+        if self.sustained_window and len(self.holdout_sustained) == len(scores):
+            scores = np.fmax(scores, calibrate_sustained(self, self.holdout_sustained[:, idx], attributes))
+        return TailCalibrator.fit(combine(scores, how))
 
     # ---------------------------------------------------------------------------------------------
     # persistence
@@ -101,6 +110,11 @@ class NormalityModel:
             "config": self.config,
             "counts": self.counts,
             "attributes": list(ATTRIBUTES),
+            "sustained": {
+                "window": self.sustained_window,
+                "min_frames": self.sustained_min_frames,
+                "attributes": sorted(self.sustained_calibrators),
+            },
         }
         arrays: dict[str, np.ndarray] = {
             "meta": np.array(json.dumps(meta)),
@@ -117,6 +131,9 @@ class NormalityModel:
         arrays["holdout_raw"] = self.holdout_raw
         for name, cal in self.calibrators.items():
             arrays.update(cal.to_arrays(f"cal.{name}"))
+        arrays["holdout_sustained"] = self.holdout_sustained
+        for name, cal in self.sustained_calibrators.items():
+            arrays.update(cal.to_arrays(f"scal.{name}"))
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         tmp.replace(path)
@@ -160,6 +177,13 @@ class NormalityModel:
                 dynamics=DynamicsPredictor.from_arrays(arrays, "dynamics", dev),
                 calibrators={c: TailCalibrator.from_arrays(arrays, f"cal.{c}") for c in ATTRIBUTES},
                 holdout_raw=arrays["holdout_raw"],
+                sustained_window=int(meta["sustained"]["window"]),
+                sustained_min_frames=int(meta["sustained"]["min_frames"]),
+                sustained_calibrators={
+                    c: TailCalibrator.from_arrays(arrays, f"scal.{c}")
+                    for c in meta["sustained"]["attributes"]
+                },
+                holdout_sustained=arrays["holdout_sustained"],
             )
         except KeyError as exc:
             raise ModelError(

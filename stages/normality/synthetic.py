@@ -148,5 +148,6 @@ def normal_clip(seed: int, frames: int = 60, clip: str = "clip", walkers: int = 
     return out
 
 
-def normal_footage(clips: int = 6, frames: int = 60, seed: int = 0) -> list[FrameSample]:
-    return [s for k in range(clips) for s in normal_clip(seed + k + 1, frames, clip=f"clip{k:02d}")]
+def normal_footage(clips: int = 6, frames: int = 60, seed: int = 0, walkers: int = 3) -> list[FrameSample]:
+    clip_list = [normal_clip(seed + k + 1, frames, f"clip{k:02d}", walkers) for k in range(clips)]
+    return [s for clip in clip_list for s in clip]

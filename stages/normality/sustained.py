@@ -1,0 +1,83 @@
+"""Sustained evidence: per track and attribute, the mean calibrated score over its recent frames.
+
+A calibrated attribute score says how rare one frame's value is. A person gliding on a skateboard
+at walking speed, or a distant rider seen only as "person", is rarely extreme in any single frame
+(-log10 p of 1.5-2.5, which normal people reach now and then), but stays moderately unusual frame
+after frame, which normal people do not. The mean of a track's last `window` calibrated scores of an
+attribute (at least `min_frames` of them applicable) is that evidence; fitted on held-out normal
+tracks, its own calibrator puts it on the same -log10 p scale as the per-frame scores, so the scorer
+can take whichever is stronger. Untracked objects (moving regions, id -1) have no sustained evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+UNTRACKED = -1
+
+#: attributes whose per-frame measurement is noisy, so that averaging over a track adds evidence. Not
+#: class_in_place (a track's class and place barely change: its mean is its current value, and a
+#: never-seen class would only saturate twice), dwell (already accumulated over time) and
+#: unexplained_motion (moving regions have no track).
+SUSTAINED_ATTRIBUTES = (
+    "speed",
+    "direction",
+    "size",
+    "motion",
+    "pose",
+    "appearance",
+    "relations",
+    "dynamics",
+    "scale_change",
+    "speed_vs_pose",
+    "gait",
+)
+
+
+@dataclass
+class _Ring:
+    values: np.ndarray  # (window, A): the last scores, NaN where not applicable or not yet filled
+    last_frame: int
+    next: int = 0
+
+
+@dataclass
+class SustainedEvidence:
+    """Per-track running mean of calibrated attribute scores over the last `window` frames of the track."""
+
+    window: int
+    min_frames: int
+    expiry_frames: int = 50
+    tracks: dict[int, _Ring] = field(default_factory=dict)
+    _frame: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not 1 <= self.min_frames <= self.window:
+            raise ValueError(f"sustained evidence: window {self.window}, min_frames {self.min_frames}")
+
+    def __call__(self, track_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(N, A) means of each object's last `window` scores per attribute; NaN where fewer than
+        `min_frames` of them were applicable, or the object has no track."""
+        self._frame += 1
+        n, a = scores.shape
+        out = np.full((n, a), np.nan)
+        for i, tid in enumerate(track_ids.tolist()):
+            if tid <= UNTRACKED:
+                continue
+            ring = self.tracks.get(tid)
+            if ring is None or ring.values.shape[1] != a:
+                ring = _Ring(np.full((self.window, a), np.nan), self._frame)
+                self.tracks[tid] = ring
+            ring.values[ring.next] = scores[i]
+            ring.next = (ring.next + 1) % self.window
+            ring.last_frame = self._frame
+            seen = np.isfinite(ring.values)
+            count = seen.sum(axis=0)
+            total = np.where(seen, ring.values, 0.0).sum(axis=0)
+            out[i] = np.where(count >= self.min_frames, total / np.maximum(count, 1), np.nan)
+        if self._frame % self.expiry_frames == 0:
+            cutoff = self._frame - self.expiry_frames
+            self.tracks = {t: r for t, r in self.tracks.items() if r.last_frame >= cutoff}
+        return out

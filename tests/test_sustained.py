@@ -1,0 +1,150 @@
+"""Sustained evidence: the running mean per track and attribute, its calibration in the fit, and
+what it adds to the score and the explanation of a moderately unusual object."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import ScoringConfig
+from pipeline.packets import Scores
+from stages.explain import Explainer
+from stages.normality import NormalityModel, fit_normality
+from stages.normality.fit import MIN_SUSTAINED_TRACKS
+from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
+from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
+from stages.score import Scorer
+
+# ---- the running mean ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "min_frames", "series", "expected"),
+    [
+        (3, 1, [1.0, 2.0, 3.0, 4.0], [1.0, 1.5, 2.0, 3.0]),  # the last 3 once full
+        (3, 2, [1.0, 2.0, 3.0], [np.nan, 1.5, 2.0]),  # too young before min_frames
+        (4, 2, [1.0, np.nan, np.nan, 3.0], [np.nan, np.nan, np.nan, 2.0]),  # NaN frames are not counted
+        (2, 2, [5.0, np.nan, 1.0, 3.0], [np.nan, np.nan, np.nan, 2.0]),  # a NaN leaves the window too
+    ],
+)
+def test_running_mean(window: int, min_frames: int, series: list[float], expected: list[float]) -> None:
+    ev = SustainedEvidence(window, min_frames)
+    got = [float(ev(np.array([7]), np.array([[v]]))[0, 0]) for v in series]
+    np.testing.assert_allclose(got, expected)
+
+
+def test_tracks_are_separate_and_untracked_objects_have_none() -> None:
+    ev = SustainedEvidence(2, 1)
+    ev(np.array([1, 2]), np.array([[1.0], [10.0]]))
+    out = ev(np.array([2, -1, 1]), np.array([[20.0], [99.0], [3.0]]))
+    np.testing.assert_allclose(out[:, 0], [15.0, np.nan, 2.0])
+
+
+def test_unseen_tracks_expire() -> None:
+    ev = SustainedEvidence(5, 1, expiry_frames=10)
+    ev(np.array([1]), np.array([[1.0]]))
+    for _ in range(25):
+        ev(np.array([2]), np.array([[1.0]]))
+    assert set(ev.tracks) == {2}
+
+
+@pytest.mark.parametrize(("window", "min_frames"), [(0, 1), (5, 0), (5, 6)])
+def test_bad_window_is_refused(window: int, min_frames: int) -> None:
+    with pytest.raises(ValueError, match="sustained evidence"):
+        SustainedEvidence(window, min_frames)
+
+
+def test_config_refuses_min_frames_beyond_window() -> None:
+    with pytest.raises(ValueError, match="sustained_min_frames"):
+        ScoringConfig(sustained_frames=5, sustained_min_frames=8)
+
+
+# ---- fitted on a walkway with many held-out tracks -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def footage():
+    return normal_footage(clips=25, frames=60, walkers=8)  # 5 held-out clips x 8 walkers = 40 tracks
+
+
+@pytest.fixture(scope="module")
+def model(footage) -> NormalityModel:
+    return fit_normality(footage, ScoringConfig(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def model_without(footage) -> NormalityModel:
+    return fit_normality(footage, ScoringConfig(sustained_frames=0), seed=0)
+
+
+def glider_scores(model: NormalityModel, leg_swing: float, stride: float, frames: int = 40) -> list[Scores]:
+    """Two walkers and a third person moving at walking speed with weak leg motion and box swing."""
+    rng = np.random.default_rng(5)
+    scorer = Scorer(model, ScoringConfig())
+    out = []
+    for i in range(frames):
+        people = [
+            Walker(1, x=0.2),
+            Walker(2, x=0.7, speed=-1.0),
+            Walker(3, x=0.4, leg_swing=leg_swing, stride=stride),
+        ]
+        s = frame_sample(people, i / 10, rng, clip="glide")
+        out.append(scorer.score(s.attributes, s.scene_graph, s.pts))
+    return out
+
+
+def test_fit_calibrates_the_attributes_it_applies_to(model: NormalityModel) -> None:
+    assert model.sustained_window == 20 and model.sustained_min_frames == 10
+    assert model.counts["sustained_tracks"] >= MIN_SUSTAINED_TRACKS
+    assert set(model.sustained_calibrators) == {a for a in SUSTAINED_ATTRIBUTES}
+    assert "class_in_place" not in model.sustained_calibrators
+    assert model.holdout_sustained.shape == model.holdout_raw.shape
+    assert np.isfinite(model.holdout_sustained).any()
+
+
+def test_few_held_out_tracks_leave_it_off() -> None:
+    m = fit_normality(normal_footage(clips=10, frames=50), ScoringConfig(), seed=0)  # 2 x 3 tracks
+    assert m.sustained_window == 0 and not m.sustained_calibrators
+    assert m.counts["sustained_tracks"] < MIN_SUSTAINED_TRACKS
+    scores = glider_scores(m, 0.03, 0.06, frames=3)
+    assert scores[-1].sustained_scores is None
+
+
+@pytest.mark.parametrize(("leg_swing", "stride"), [(0.03, 0.06), (0.05, 0.08)])
+def test_a_moderate_lasting_deviation_scores_higher(model, model_without, leg_swing, stride) -> None:
+    """Half the normal leg motion and stride: rarely extreme in one frame, unusual frame after frame."""
+    with_ = np.median([s.object_score[2] for s in glider_scores(model, leg_swing, stride)[20:]])
+    without = np.median([s.object_score[2] for s in glider_scores(model_without, leg_swing, stride)[20:]])
+    assert with_ > without + 1.0
+
+
+def test_normal_people_stay_calibrated(model: NormalityModel) -> None:
+    obj = []
+    for k in range(4):  # new clips, walkers never seen in training
+        scorer = Scorer(model, ScoringConfig())
+        clip = normal_clip(31 + k, 60)
+        obj += [scorer.score(s.attributes, s.scene_graph, s.pts).object_score for s in clip]
+    obj = np.concatenate(obj)
+    assert np.median(obj) < 1.0 and (obj > 3).mean() < 0.02
+
+
+def test_saved_model_keeps_it(model: NormalityModel, tmp_path) -> None:
+    loaded = NormalityModel.load(model.save(tmp_path / "m.npz"))
+    assert loaded.sustained_window == model.sustained_window
+    assert set(loaded.sustained_calibrators) == set(model.sustained_calibrators)
+    a, b = glider_scores(model, 0.03, 0.06)[-1], glider_scores(loaded, 0.03, 0.06)[-1]
+    np.testing.assert_allclose(a.object_score, b.object_score, rtol=1e-6)
+    np.testing.assert_allclose(a.sustained_scores, b.sustained_scores, rtol=1e-6)
+
+
+def test_explanation_says_the_deviation_lasts(model: NormalityModel) -> None:
+    scores = glider_scores(model, 0.03, 0.06)
+    s = scores[-1]
+    rng = np.random.default_rng(5)
+    people = [Walker(1, x=0.2), Walker(2, x=0.7, speed=-1.0), Walker(3, x=0.4, leg_swing=0.03, stride=0.06)]
+    attrs = frame_sample(people, 3.9, rng, clip="glide").attributes
+    top = Explainer(model).explain(attrs, s, None).objects[2].reasons[0]
+    j = s.attribute_names.index(top.attribute)
+    assert s.sustained_scores[2, j] > s.attribute_scores[2, j]  # the sustained score ranked it first
+    assert top.score == pytest.approx(float(s.sustained_scores[2, j]))
+    assert "over its last 20 analysed frames" in top.sentence
