@@ -143,6 +143,16 @@ class PoseConfig(Section):
     )
     batch: int = Field(16, ge=1, le=256)
     every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
+    still_k_frames: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="a person whose box moved less than still_box_change keeps its pose up to this many "
+        "frames (0 or <= every_k_frames: off)",
+    )
+    still_box_change: float = Field(
+        0.1, ge=0, le=10, description="box edge move, share of its height, that counts as not still"
+    )
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
     format: Literal["auto", "pytorch", "onnx", "openvino", "openvino_int8", "engine"] = Field(
         "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"

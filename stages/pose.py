@@ -188,10 +188,27 @@ class _CachedPose:
     frame_index: int
     keypoints: np.ndarray
     conf: np.ndarray
+    box: np.ndarray  # the person's box when the pose was estimated
+
+
+def box_change(before: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Largest move of any box edge, as a share of the earlier box's height: (N, 4) x (N, 4) -> (N,)."""
+    height = np.maximum(before[:, 3] - before[:, 1], 1.0)
+    return np.abs(now - before).max(axis=1) / height
 
 
 class PoseStage(Stage):
-    """Poses of tracked persons; a track's pose is re-estimated every `every_k_frames` frames."""
+    """Poses of tracked persons; a track's pose is re-estimated every `every_k_frames` frames.
+
+    With `still_k_frames` > `every_k_frames`, a person whose box has not moved or changed shape by
+    `still_box_change` of its height since its last pose keeps that pose (box-normalised, so it follows
+    the box) for up to `still_k_frames` frames: a standing person's pose changes little, a walking
+    person's box moves and is re-estimated as before. Measured on Test004 (`bench_detect --agreement`,
+    vs pose on every frame): every 2nd frame 5.8 crops/frame, keypoints median 0 / p90 1.9 px;
+    still_k 4 at 0.1: 4.5 crops, 0.5 / 2.5 px, about the trade of every 3rd frame (4.2 crops, 0.6 /
+    2.7 px); at 0.05: 5.4 crops, 0.2 / 2.1 px. Ped2's people mostly walk, so it is off by default; it
+    pays where people stand (queues, platforms).
+    """
 
     name = "pose"
     needs = ("frame", "detections")
@@ -203,9 +220,13 @@ class PoseStage(Stage):
         every_k_frames: int = 1,
         person_class: str = "person",
         torch_threads: int = 0,
+        still_k_frames: int = 0,
+        still_box_change: float = 0.1,
     ) -> None:
         self.estimator = estimator
         self.every_k_frames = every_k_frames
+        self.still_k_frames = max(still_k_frames, every_k_frames)
+        self.still_box_change = still_box_change
         self.person_class = person_class
         self.torch_threads = torch_threads
         self._cache: dict[str, dict[int, _CachedPose]] = {}
@@ -213,7 +234,11 @@ class PoseStage(Stage):
     @classmethod
     def from_config(cls, cfg: PoseConfig, models: ModelsConfig | None = None) -> PoseStage:
         return cls(
-            PoseEstimator.from_config(cfg, models), cfg.every_k_frames, torch_threads=cfg.torch_threads
+            PoseEstimator.from_config(cfg, models),
+            cfg.every_k_frames,
+            torch_threads=cfg.torch_threads,
+            still_k_frames=cfg.still_k_frames,
+            still_box_change=cfg.still_box_change,
         )
 
     def on_start(self) -> None:
@@ -231,31 +256,35 @@ class PoseStage(Stage):
         pid = dets.class_names.index(self.person_class)
         return np.flatnonzero((dets.class_id == pid) & (dets.track_id >= 0))
 
+    def _due(self, cached: _CachedPose | None, index: int, box: np.ndarray) -> bool:
+        if cached is None or index < cached.frame_index:
+            return True
+        age = index - cached.frame_index
+        if age >= self.still_k_frames:
+            return True
+        if age < self.every_k_frames:
+            return False
+        return bool(box_change(cached.box[None], box[None])[0] >= self.still_box_change)
+
     def process(self, packet: FramePacket) -> None:
         frame, dets = packet.frame, packet.detections
         if dets is None:
             raise PacketError("PoseStage: packet has no detections (is the detect stage in the graph?)")
         cache = self._cache.setdefault(frame.camera, {})
         rows = self._persons(dets)
-        due = [
-            i
-            for i in rows
-            if (c := cache.get(int(dets.track_id[i]))) is None
-            or frame.index - c.frame_index >= self.every_k_frames
-            or frame.index < c.frame_index
-        ]
+        due = [i for i in rows if self._due(cache.get(int(dets.track_id[i])), frame.index, dets.xyxy[i])]
         if due:
             kps, confs = self.estimator.estimate(frame.image, dets.xyxy[due])
             for i, kp, cf in zip(due, kps, confs, strict=True):
                 if np.isfinite(kp).all():
-                    cache[int(dets.track_id[i])] = _CachedPose(frame.index, kp, cf)
+                    cache[int(dets.track_id[i])] = _CachedPose(frame.index, kp, cf, dets.xyxy[i].copy())
                 else:  # no pose found now: do not keep showing an old one
                     cache.pop(int(dets.track_id[i]), None)
         live = {int(t) for t in dets.track_id[rows]}
         for tid in [
             t
             for t in cache
-            if t not in live and frame.index - cache[t].frame_index > 10 * self.every_k_frames
+            if t not in live and frame.index - cache[t].frame_index > 10 * self.still_k_frames
         ]:
             del cache[tid]
         have = [i for i in rows if int(dets.track_id[i]) in cache]

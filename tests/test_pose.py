@@ -117,3 +117,37 @@ def test_torch_threads_set_on_start(estimator: PoseEstimator) -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_still_person_keeps_pose_longer(image: np.ndarray) -> None:
+    """every_k 2, still_k 6: the still person is re-estimated every 6th frame, the moving one (box
+    shifted 0, 0.06, 0.12, 0.06, 0, ... of its height: 0.12 between poses) every 2nd; both keep a
+    pose on every frame."""
+    estimator = PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu"))
+    still, walking = np.array(PEOPLE[0], np.float32), np.array(PEOPLE[1], np.float32)
+    runs: dict[str, list[int]] = {"still": [], "walking": []}
+    estimate = estimator.estimate
+    index = 0
+
+    def counted(frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        for box in boxes:
+            runs["still" if np.array_equal(box, still) else "walking"].append(index)
+        return estimate(frame, boxes)
+
+    estimator.estimate = counted  # type: ignore[method-assign]
+    stage = PoseStage(estimator, every_k_frames=2, still_k_frames=6, still_box_change=0.1)
+    step = 0.06 * (walking[3] - walking[1])
+    for index in range(12):
+        dx = step * (0, 1, 2, 1)[index % 4]
+        moved = walking + np.array([dx, 0, dx, 0], np.float32)
+        dets = Detections(
+            np.stack([still, moved]),
+            np.zeros(2, np.int32),
+            np.full(2, 0.8, np.float32),
+            np.array([1, 2], np.int64),
+            ("person",),
+        )
+        packet = _packet(index, image, dets)
+        stage.process(packet)
+        assert packet.poses is not None and packet.poses.track_id.tolist() == [1, 2]
+    assert runs == {"still": [0, 6], "walking": [0, 2, 4, 6, 8, 10]}
