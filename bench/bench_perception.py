@@ -56,6 +56,8 @@ def config(args: argparse.Namespace) -> VigilConfig:
         raw["appearance"]["every_k_frames"] = args.appearance_k
     if args.pose_k is not None:
         raw["pose"]["every_k_frames"] = args.pose_k
+    if args.pose_still_k is not None:
+        raw["pose"]["still_k_frames"] = args.pose_still_k
     if args.pose_crop is not None:
         raw["pose"]["crop_size"] = args.pose_crop
     if args.flow_scale is not None:
@@ -192,6 +194,12 @@ def main() -> None:
     ap.add_argument("--ov-threads", type=int, default=None, help="detector.inference_threads")
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument(
+        "--square-baseline",
+        action="store_true",
+        help="also run every format with detector.rect off (the export's 640x640 input), for a ratio",
+    )
+    ap.add_argument("--pose-still-k", type=int, default=None, help="pose.still_k_frames (default: config's)")
+    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -230,14 +238,19 @@ def main() -> None:
         )
         row: dict[str, object] = {"clip": str(clip)}
         graphs: dict[str, dict[str, object]] = {}
-        runs: dict[str, list[dict[str, object]]] = {fmt: [] for fmt in args.formats}
+        settings = {fmt: with_format(cfg, fmt) for fmt in args.formats}
+        if args.square_baseline:  # the detector as before detector.rect: the export's 640x640 input
+            square = cfg.detector.model_copy(update={"rect": False})
+            for fmt in args.formats:
+                settings[f"{fmt}+square"] = with_format(cfg.model_copy(update={"detector": square}), fmt)
+        runs: dict[str, list[dict[str, object]]] = {label: [] for label in settings}
         naive_runs: list[dict[str, float]] = []
         for _ in range(args.repeat):  # interleaved, so each setting sees the same spells of load
-            for fmt in args.formats:
-                runs[fmt].append(graph_run(with_format(cfg, fmt), clip))
+            for label, setting in settings.items():
+                runs[label].append(graph_run(setting, clip))
             if not args.no_naive:
                 naive_runs.append(naive_run(clip))
-        for fmt in args.formats:
+        for fmt in settings:
             graphs[fmt] = max(runs[fmt], key=lambda r: r["fps"])  # type: ignore[arg-type,return-value]
             graphs[fmt]["fps_runs"] = [r["fps"] for r in runs[fmt]]
             graphs[fmt]["cpu_ms_per_frame_runs"] = [r["cpu_ms_per_frame"] for r in runs[fmt]]
