@@ -125,8 +125,8 @@ class TrackMemory:
             if leg is not None:
                 tr.legs.append(leg)
             if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
-                stack = np.stack(tr.legs)  # (T, 4, 2)
-                legs[i] = float(np.nanmean(np.linalg.norm(np.nanstd(stack, axis=0), axis=1)))
+                stack = np.stack(tr.legs)  # (T, 4, 2), all finite (_leg_offsets keeps no others)
+                legs[i] = float(np.linalg.norm(stack.std(axis=0), axis=1).mean())
             if np.isfinite(log_a[i]):
                 tr.log_aspect.append(float(log_a[i]))
             if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.gait_window):
@@ -134,30 +134,37 @@ class TrackMemory:
             if np.isfinite(attrs.speed[i]):
                 tr.speed.append(float(attrs.speed[i]))
             if tr.speed:
-                track_speed[i] = float(np.mean(tr.speed))
+                track_speed[i] = sum(tr.speed) / len(tr.speed)
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
         return HistoryFeatures(windows, legs, stride, track_speed)
 
 
+_HIP_AND_LEGS = np.array([*HIPS, *LEGS])
+
+
 def _leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: float) -> np.ndarray | None:
     """Knees and ankles relative to the hip centre, x converted from box-widths to box-heights."""
-    idx = [*HIPS, *LEGS]
-    if not np.all(conf[idx] >= KP_CONF) or not np.all(np.isfinite(xy[idx])):
+    if not (conf[_HIP_AND_LEGS] >= KP_CONF).all():
         return None
-    p = xy.copy()
-    p[:, 0] *= aspect if np.isfinite(aspect) else 1.0
-    hip = p[list(HIPS)].mean(axis=0)
-    return p[list(LEGS)] - hip
+    p = xy[_HIP_AND_LEGS]  # a copy: hips in rows 0-1, legs in rows 2-5
+    if not np.isfinite(p).all():
+        return None
+    if np.isfinite(aspect):
+        p[:, 0] *= aspect
+    return p[2:] - (p[0] + p[1]) / 2.0
 
 
 def detrended_std(x: np.ndarray) -> float:
     """Standard deviation of a series around its least-squares line."""
-    t = np.arange(len(x), dtype=np.float64)
-    t -= t.mean()
-    slope = float(t @ (x - x.mean()) / (t @ t)) if len(x) > 1 else 0.0
-    return float(np.std(x - x.mean() - slope * t))
+    n = len(x)
+    centred = x - x.sum() / n
+    if n < 2:
+        return float(np.sqrt((centred @ centred) / n))
+    t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+    resid = centred - (t @ centred) / (t @ t) * t
+    return float(np.sqrt((resid @ resid) / n))
 
 
 #: floors of the gait ratio: speed (box-heights/s) below which nobody is moving, and the box-aspect
