@@ -61,7 +61,7 @@ class TailCalibrator:
         ge = m - np.searchsorted(self.values, raw, side="left")
         surv = (ge / m * self.n + 1.0) / (self.n + 1.0)
         q99 = self.q99
-        tail = TAIL_P * np.exp(-(raw - q99) / self.tail_scale)
+        tail = TAIL_P * np.exp(-np.maximum(raw - q99, 0.0) / self.tail_scale)  # used above q99 only
         surv = np.where(raw > q99, np.minimum(surv, tail), surv)
         out = np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
         return np.where(np.isfinite(raw), out, np.nan)
