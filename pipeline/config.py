@@ -209,6 +209,13 @@ class AttributesConfig(Section):
     blob_box_margin: float = Field(
         0.15, ge=0, le=2, description="detection boxes grown by this share of their height before blob search"
     )
+    blob_spill_reach: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="moving regions within this many box-heights of a detection and moving with it are its "
+        "flow spill, not another object (0: off)",
+    )
     appearance_dim: int = Field(
         256,
         ge=1,

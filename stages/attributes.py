@@ -141,6 +141,7 @@ class AttributeExtractor:
             cfg.blob_box_margin,
             magnitude,
             ignore_border=cfg.blob_ignore_border,
+            spill_reach=cfg.blob_spill_reach,
         )
         blob_ids = cam.blob_ids.assign(blob_boxes)
         n_det, n = len(detections), len(detections) + len(blob_boxes)

@@ -2,8 +2,11 @@
 
 Flow magnitude above a threshold, outside every detection box (boxes grown by a margin so the
 flow halo around a walking person is not mistaken for something else), grouped into connected
-regions of a minimum area. Each region gets a negative id (from -2 down; -1 is an untracked
-detection), kept across frames by IoU matching.
+regions of a minimum area. A region within `spill_reach` box-heights of a moving detection and
+moving with it (median flow within `SPILL_TOLERANCE` of the box's) is that object's spill (the flow
+field smeared past its edges below a fast vehicle, its unboxed parts) and is dropped: it is no
+other object, and as a separate "moving region" it outranked the vehicle it belongs to. Each region
+gets a negative id (from -2 down; -1 is an untracked detection), kept across frames by IoU matching.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def find_blobs(
     margin: float = 0.15,
     magnitude: np.ndarray | None = None,
     ignore_border: bool = True,
+    spill_reach: float = 0.0,
 ) -> np.ndarray:
     """Boxes (M, 4) float32, full-res pixels xyxy, of moving regions outside `boxes`.
 
@@ -35,6 +39,7 @@ def find_blobs(
     `magnitude` is |flow| on the flow grid when the caller has it already. With `ignore_border`,
     regions cut by the frame edge are left out: they are objects partly out of view (someone
     walking in), which no detector can classify yet; they are judged once inside the picture.
+    `spill_reach` > 0 drops regions that are a nearby detection's flow spill (module docstring).
     """
     height, width = frame_size
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -55,18 +60,66 @@ def find_blobs(
     if not mask.any():
         return np.zeros((0, 4), np.float32)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # drop speckle and slivers
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     keep = stats[1:, cv2.CC_STAT_AREA] / (gh * gw) >= min_area
     if ignore_border:
         left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
         right = left + stats[1:, cv2.CC_STAT_WIDTH]
         bottom = top + stats[1:, cv2.CC_STAT_HEIGHT]
         keep &= (left > 0) & (top > 0) & (right < gw) & (bottom < gh)
+    if spill_reach > 0 and len(boxes) and keep.any():
+        keep &= ~_spills(flow.flow, labels, stats, boxes, (sx, sy), spill_reach, min_flow * flow.dt * fps)
     s = stats[1:][keep].astype(np.float32)
     if len(s) == 0:
         return np.zeros((0, 4), np.float32)
     x, y, w, h = (s[:, k] for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP, cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
     return np.stack([x / sx, y / sy, (x + w) / sx, (y + h) / sy], axis=1).astype(np.float32)
+
+
+#: a region moves with a box when their median flow vectors differ by at most this share of the box's
+SPILL_TOLERANCE = 0.5
+
+
+def _spills(
+    flow: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    boxes: np.ndarray,
+    scale: tuple[float, float],
+    reach: float,
+    min_flow: float,
+) -> np.ndarray:
+    """(regions,) True where a region lies within `reach` box-heights of a box whose median flow (at
+    least `min_flow`, pixels per dt) it shares; regions and boxes on the flow grid."""
+    sx, sy = scale
+    gh, gw = labels.shape
+    box_flow: dict[int, np.ndarray | None] = {}
+    out = np.zeros(len(stats) - 1, bool)
+    for r in range(1, len(stats)):
+        left, top, width, height = (int(v) for v in stats[r, :4])
+        region: np.ndarray | None = None
+        for b, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            m = reach * (y2 - y1)
+            if left > (x2 + m) * sx or left + width < (x1 - m) * sx:
+                continue
+            if top > (y2 + m) * sy or top + height < (y1 - m) * sy:
+                continue
+            if b not in box_flow:
+                c1, r1 = max(0, int(x1 * sx)), max(0, int(y1 * sy))
+                c2, r2 = min(gw, int(np.ceil(x2 * sx))), min(gh, int(np.ceil(y2 * sy)))
+                inside = flow[r1:r2, c1:c2].reshape(-1, 2)
+                v = np.median(inside, axis=0) if len(inside) else None
+                box_flow[b] = v if v is not None and float(np.hypot(*v)) >= min_flow else None
+            vb = box_flow[b]
+            if vb is None:
+                continue
+            if region is None:
+                window = labels[top : top + height, left : left + width] == r
+                region = np.median(flow[top : top + height, left : left + width][window], axis=0)
+            if float(np.hypot(*(region - vb))) <= SPILL_TOLERANCE * float(np.hypot(*vb)):
+                out[r - 1] = True
+                break
+    return out
 
 
 class BlobIds:

@@ -272,3 +272,36 @@ def test_blob_cut_by_the_frame_edge_is_left_out_unless_asked(y: int, x: int) -> 
     assert len(find_blobs(patch_flow(y, x), (240, 360), none, fps=10.0)) == 0
     assert len(find_blobs(patch_flow(y, x), (240, 360), none, fps=10.0, ignore_border=False)) == 1
     assert len(find_blobs(patch_flow(100, 200), (240, 360), none, fps=10.0)) == 1
+
+
+def _flow_with(patches: list[tuple[int, int, int, int, tuple[float, float]]]) -> FlowField:
+    """Flow grid (240 x 360) with rectangles (y1, y2, x1, x2) moving by the given (dx, dy) per dt."""
+    grid = np.zeros((240, 360, 2), np.float32)
+    for y1, y2, x1, x2, v in patches:
+        grid[y1:y2, x1:x2] = v
+    return FlowField(grid, dt=0.1, scale=1.0)
+
+
+VAN = np.array([[100, 100, 200, 160]], np.float32)  # a 60 px tall detection moving right by 4 px per frame
+
+
+@pytest.mark.parametrize(
+    ("region", "velocity", "reach", "kept"),
+    [
+        ((172, 190, 110, 190), (4.0, 0.0), 0.5, False),  # smeared below the van, moving with it: spill
+        ((172, 190, 110, 190), (3.0, 0.5), 0.5, False),  # within half the van's flow of it: spill
+        ((172, 190, 110, 190), (-4.0, 0.0), 0.5, True),  # moving the other way: something else
+        ((172, 190, 110, 190), (0.0, 4.0), 0.5, True),  # falling beside it: something else
+        ((172, 190, 110, 190), (4.0, 0.0), 0.0, True),  # reach 0: the filter is off
+        ((215, 235, 110, 190), (4.0, 0.0), 0.5, True),  # farther than half a van-height: another object
+    ],
+)
+def test_flow_spill_of_a_moving_detection_is_no_blob(region, velocity, reach: float, kept: bool) -> None:
+    flow = _flow_with([(100, 160, 100, 200, (4.0, 0.0)), (*region, velocity)])
+    found = find_blobs(flow, (240, 360), VAN, fps=10.0, spill_reach=reach)
+    assert (len(found) == 1) == kept
+
+
+def test_a_still_detection_explains_no_moving_region_beside_it() -> None:
+    flow = _flow_with([(172, 190, 110, 190, (4.0, 0.0))])  # the box itself does not move
+    assert len(find_blobs(flow, (240, 360), VAN, fps=10.0, spill_reach=0.5)) == 1
