@@ -200,6 +200,10 @@ def box_change(before: np.ndarray, now: np.ndarray) -> np.ndarray:
 class PoseStage(Stage):
     """Poses of tracked persons; a track's pose is re-estimated every `every_k_frames` frames.
 
+    Tracks refresh in k phases by track id, so the crops of one frame are ~1/k of the people instead of
+    all of them on the detector's frames and none between (one camera live: a frame's latency is the
+    sum of its stages, and detector + all poses on one frame set the p99).
+
     With `still_k_frames` > `every_k_frames`, a person whose box has not moved or changed shape by
     `still_box_change` of its height since its last pose keeps that pose (box-normalised, so it follows
     the box) for up to `still_k_frames` frames: a standing person's pose changes little, a walking
@@ -256,14 +260,20 @@ class PoseStage(Stage):
         pid = dets.class_names.index(self.person_class)
         return np.flatnonzero((dets.class_id == pid) & (dets.track_id >= 0))
 
-    def _due(self, cached: _CachedPose | None, index: int, box: np.ndarray) -> bool:
+    def _due(self, cached: _CachedPose | None, index: int, track: int, box: np.ndarray) -> bool:
         if cached is None or index < cached.frame_index:
             return True
         age = index - cached.frame_index
         if age >= self.still_k_frames:
             return True
-        if age < self.every_k_frames:
+        # a track is refreshed on the frames of its phase (track id mod k), or at the latest when k
+        # frames old: tracks born on the same (detector) frame then spread over k frames instead of
+        # all refreshing together with the next detector run
+        k = self.every_k_frames
+        if age < k and not (age >= 1 and (index + track) % k == 0):
             return False
+        if self.still_k_frames <= k:
+            return True
         return bool(box_change(cached.box[None], box[None])[0] >= self.still_box_change)
 
     def process(self, packet: FramePacket) -> None:
@@ -272,7 +282,11 @@ class PoseStage(Stage):
             raise PacketError("PoseStage: packet has no detections (is the detect stage in the graph?)")
         cache = self._cache.setdefault(frame.camera, {})
         rows = self._persons(dets)
-        due = [i for i in rows if self._due(cache.get(int(dets.track_id[i])), frame.index, dets.xyxy[i])]
+        due = [
+            i
+            for i in rows
+            if self._due(cache.get(int(dets.track_id[i])), frame.index, int(dets.track_id[i]), dets.xyxy[i])
+        ]
         if due:
             kps, confs = self.estimator.estimate(frame.image, dets.xyxy[due])
             for i, kp, cf in zip(due, kps, confs, strict=True):

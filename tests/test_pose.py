@@ -92,14 +92,15 @@ def test_stage_tracked_persons_only_and_reuse(
     stage.process(first)
     assert first.poses is not None
     assert first.poses.track_id.tolist() == [5, 6] and first.poses.detection_index.tolist() == [0, 1]
-    # next frame: the same people shifted 2 px; with k=3 the pose is reused, with k=1 re-estimated
+    # two frames later: the same people shifted 2 px; with k=3 the pose is reused (frame 2 is neither
+    # track's phase: (2 + 5) % 3, (2 + 6) % 3 != 0), with k=1 re-estimated
     moved = Detections(dets.xyxy + 2, dets.class_id, dets.confidence, dets.track_id, names)
-    second = _packet(1, np.roll(image, (2, 2), axis=(0, 1)), moved)
+    second = _packet(2, np.roll(image, (2, 2), axis=(0, 1)), moved)
     stage.process(second)
     assert second.poses is not None and second.poses.track_id.tolist() == [5, 6]
     same = np.array_equal(first.poses.keypoints, second.poses.keypoints)
     assert same == (every_k > 1)
-    black = _packet(2, np.zeros_like(image), Detections.empty(names))
+    black = _packet(3, np.zeros_like(image), Detections.empty(names))
     stage.process(black)
     assert black.poses is not None and len(black.poses) == 0
     stage.on_source_eos(SourceEvent("cam", "eos"))
@@ -151,3 +152,35 @@ def test_still_person_keeps_pose_longer(image: np.ndarray) -> None:
         stage.process(packet)
         assert packet.poses is not None and packet.poses.track_id.tolist() == [1, 2]
     assert runs == {"still": [0, 6], "walking": [0, 2, 4, 6, 8, 10]}
+
+
+@pytest.mark.parametrize("every_k", [2, 3])
+def test_tracks_refresh_in_phases(image: np.ndarray, every_k: int) -> None:
+    """Four people appearing on one frame: afterwards each is refreshed every k-th frame, on the
+    frames of its phase (track id mod k), so frames carry ~4/k crops each instead of 4, 0, 0, ..."""
+    estimator = PoseEstimator.from_config(PoseConfig(model=str(POSE), device="cpu"))
+    crops: list[int] = []
+    estimate = estimator.estimate
+
+    def counted(frame: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        crops[-1] += len(boxes)
+        return estimate(frame, boxes)
+
+    estimator.estimate = counted  # type: ignore[method-assign]
+    stage = PoseStage(estimator, every_k_frames=every_k)
+    n = len(PEOPLE)
+    dets = Detections(
+        np.array(PEOPLE, np.float32),
+        np.zeros(n, np.int32),
+        np.full(n, 0.8, np.float32),
+        np.arange(10, 10 + n, dtype=np.int64),
+        ("person",),
+    )
+    for index in range(1 + 3 * every_k):
+        crops.append(0)
+        packet = _packet(index, image, dets)
+        stage.process(packet)
+        assert packet.poses is not None and len(packet.poses) == n
+    assert crops[0] == n
+    steady = crops[1 + every_k :]  # after each track's first refresh on its phase
+    assert sum(steady) == n * len(steady) // every_k and max(steady) <= -(-n // every_k), crops
