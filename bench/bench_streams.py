@@ -370,9 +370,10 @@ def naive_run(
 # ---- main ----------------------------------------------------------------------------------------
 
 
-def bench_config(detector: str, pose: str, device: str) -> VigilConfig:
+def bench_config(detector: str, pose: str, device: str, square: bool = False) -> VigilConfig:
+    """Default stage settings with these models; `square`: detector.rect off (the export's 640x640)."""
     return VigilConfig(
-        detector=DetectorConfig(model=detector, device=device),
+        detector=DetectorConfig(model=detector, device=device, rect=not square),
         pose=PoseConfig(model=pose, device=device),
         appearance=AppearanceConfig(model=pose, device=device),
     )
@@ -395,7 +396,7 @@ HEADER = (
 
 def measure(args: argparse.Namespace, n: int) -> list[Result]:
     """Vigil and the baseline on N streams, in this process; prints one row each."""
-    config = bench_config(args.detector, args.pose, args.device)
+    config = bench_config(args.detector, args.pose, args.device, args.detector_square)
     model = None
     graph_name = "perception only"
     if args.model is not None and args.model.is_file():
@@ -451,6 +452,9 @@ def main() -> None:
     parser.add_argument(
         "--max-in-flight", type=int, default=0, help="runtime.max_in_flight (0: the runner's default)"
     )
+    parser.add_argument(
+        "--detector-square", action="store_true", help="detector.rect off: the export's 640x640 input"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one N, results to --out
     args = parser.parse_args()
     if not CAMSIM.is_file() or not Path(SYSTEM_PYTHON).exists():
@@ -491,6 +495,8 @@ def main() -> None:
         ):
             if getattr(args, name) is not None:
                 child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        if args.detector_square:
+            child.append("--detector-square")
         subprocess.run(child, check=True)
         results += [Result(**r) for r in json.loads(part.read_text())]
         part.unlink()
@@ -525,6 +531,8 @@ def main() -> None:
     )
     out = {
         "graph": graph_name,
+        "detector_input": "640x640 square" if args.detector_square else "letterbox rectangle",
+        "max_in_flight": args.max_in_flight,
         "clip": str(args.clip),
         "target_fps": TARGET_FPS,
         "p99_limit_ms": P99_LIMIT_S * 1000,
