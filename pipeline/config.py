@@ -43,6 +43,11 @@ class SourceConfig(Section):
     stall_timeout_s: float = Field(5.0, gt=0, le=600, description="no frame this long: reconnect")
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(4.0, gt=0, le=600, description="reconnect tries at most this far apart")
+    hwaccel: Literal["auto", "none", "cuda"] = Field(
+        "auto",
+        description="decode on the GPU (NVDEC through FFmpeg): auto = when a CUDA GPU is there; "
+        "falls back to the CPU when the device cannot be opened",
+    )
 
 
 class HttpConfig(Section):

@@ -17,7 +17,7 @@ from pipeline.harness import run_stages
 from pipeline.metrics import Metrics
 from pipeline.packets import Frame
 from pipeline.sources.base import SourceMonitor
-from pipeline.sources.decode import PtsClock
+from pipeline.sources.decode import HardwareDecode, PtsClock, cuda_decode_possible
 from pipeline.sources.factory import make_source, source_kind
 from pipeline.sources.file import FileSource
 from pipeline.sources.folder import FolderSource
@@ -187,3 +187,39 @@ def test_pts_clock_missing_backwards_and_across_sessions() -> None:
     assert [clock.pts(t) for t in (None, 0.2, 0.4)] == pytest.approx([12.5, 12.7, 12.9])
     clock.new_session(5.0)  # no gap known: continue one frame later
     assert clock.pts(7.0) == pytest.approx(13.1)
+
+
+# ---- hardware decoding ------------------------------------------------------------------------------
+
+HAS_CUDA_DECODE = cuda_decode_possible()
+
+
+def test_auto_hardware_decoding_needs_a_gpu() -> None:
+    assert (HardwareDecode("auto", "cam").device == "cuda") == HAS_CUDA_DECODE
+    assert HardwareDecode("none", "cam").device is None and HardwareDecode("none", "cam").hwaccel() is None
+
+
+@pytest.mark.skipif(HAS_CUDA_DECODE, reason="checks the fallback of a machine without a CUDA GPU")
+def test_asked_for_cuda_without_a_gpu_the_file_decodes_on_the_cpu(ped2: Path, caplog) -> None:
+    path = ped2 / CLIPS[0]
+    source = FileSource("ped2", path, hwaccel="cuda")
+    assert source.decode.device is None
+    assert "hardware decoding unavailable" in caplog.text
+    frames = drain(source)
+    assert len(frames) == count_frames(path)
+    np.testing.assert_array_equal(frames[5].image, drain(FileSource("ped2", path))[5].image)
+
+
+def test_factory_passes_the_decoder_setting(ped2: Path) -> None:
+    source = make_source(CameraConfig(name="c", url=str(ped2 / CLIPS[0])), SourceConfig(hwaccel="none"))
+    assert isinstance(source, FileSource) and source.decode.device is None
+
+
+@pytest.mark.skipif(not HAS_CUDA_DECODE, reason="needs a CUDA GPU and FFmpeg with NVDEC")
+def test_cuda_decoding_gives_the_same_pictures(ped2: Path) -> None:
+    path = ped2 / CLIPS[0]
+    gpu = drain(FileSource("ped2", path, hwaccel="cuda"))
+    cpu = drain(FileSource("ped2", path, hwaccel="none"))
+    assert len(gpu) == len(cpu)
+    for a, b in zip(gpu[::30], cpu[::30], strict=True):  # NVDEC and libavcodec may round differently
+        assert np.abs(a.image.astype(np.int16) - b.image.astype(np.int16)).mean() < 2.0

@@ -1,16 +1,55 @@
-"""PyAV helpers shared by the file and RTSP sources: frame rate, a monotonic clock, BGR conversion."""
+"""PyAV helpers shared by the file and RTSP sources: frame rate, a monotonic clock, BGR conversion,
+hardware decoding."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import av
+import av.codec
 import av.container
+import av.error
 import av.video.frame
 import av.video.stream
 import numpy as np
+from av.codec.hwaccel import HWAccel, hwdevices_available
 
 DEFAULT_FPS = 10.0
+log = logging.getLogger("vigil.source")
+
+
+def cuda_decode_possible() -> bool:
+    """FFmpeg was built with CUDA device support and torch sees a CUDA GPU."""
+    if "cuda" not in hwdevices_available():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class HardwareDecode:
+    """The decoder device of one source (`source.hwaccel`): `cuda` asks FFmpeg for NVDEC (pictures are
+    downloaded to system memory as they are decoded; codecs NVDEC lacks decode on the CPU), `auto`
+    does so when a CUDA GPU is there, `none` decodes on the CPU. The device is opened once up front:
+    when it cannot be (no GPU, a driver without NVDEC), the source says so once and decodes on the
+    CPU, so an input that fails later fails for its own reasons, not the device's."""
+
+    def __init__(self, setting: str, camera: str) -> None:
+        self.camera = camera
+        self.device: str | None = None
+        if setting == "cuda" or (setting == "auto" and cuda_decode_possible()):
+            try:
+                HWAccel("cuda").create(av.codec.Codec("h264", "r"))
+                self.device = "cuda"
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                log.warning(
+                    "hardware decoding unavailable: decoding on the CPU",
+                    extra={"camera": camera, "device": "cuda", "error": str(exc)},
+                )
+
+    def hwaccel(self) -> HWAccel | None:
+        return None if self.device is None else HWAccel(self.device, allow_software_fallback=True)
 
 
 def stream_fps(stream: av.video.stream.VideoStream, default: float = DEFAULT_FPS) -> float:

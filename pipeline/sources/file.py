@@ -14,7 +14,7 @@ import av.error
 from pipeline.errors import SourceError
 from pipeline.packets import Frame
 from pipeline.sources.base import Source, SourceMonitor
-from pipeline.sources.decode import PtsClock, first_video_stream, stream_fps, to_bgr
+from pipeline.sources.decode import HardwareDecode, PtsClock, first_video_stream, stream_fps, to_bgr
 
 
 def _open_problem(exc: av.error.FFmpegError) -> str:
@@ -35,13 +35,14 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, camera: str, path: str | Path) -> None:
+    def __init__(self, camera: str, path: str | Path, hwaccel: str = "none") -> None:
         self.camera = camera
         self.path = Path(path)
+        self.decode = HardwareDecode(hwaccel, camera)
 
     def _open(self) -> av.container.InputContainer:
         try:
-            return av.open(str(self.path), mode="r")
+            return av.open(str(self.path), mode="r", hwaccel=self.decode.hwaccel())
         except av.error.FFmpegError as exc:
             raise SourceError(f"cannot open video file {self.path}: {_open_problem(exc)}") from exc
 

@@ -23,7 +23,14 @@ import av.error
 from pipeline.config import SourceConfig
 from pipeline.packets import Frame
 from pipeline.sources.base import Source, SourceMonitor
-from pipeline.sources.decode import DEFAULT_FPS, PtsClock, first_video_stream, stream_fps, to_bgr
+from pipeline.sources.decode import (
+    DEFAULT_FPS,
+    HardwareDecode,
+    PtsClock,
+    first_video_stream,
+    stream_fps,
+    to_bgr,
+)
 
 _CREDENTIALS = re.compile(r"(?P<head>rtsps?://[^:@/\s]*):[^/\s]*@", re.IGNORECASE)
 
@@ -83,6 +90,7 @@ class RtspSource(Source):
         self.camera = camera
         self.url = url
         self.config = config
+        self.decode = HardwareDecode(config.hwaccel, camera)
 
     @property
     def url_for_log(self) -> str:
@@ -130,6 +138,7 @@ class RtspSource(Source):
                 mode="r",
                 options=self.av_options(),
                 timeout=(cfg.open_timeout_s, cfg.stall_timeout_s),
+                hwaccel=self.decode.hwaccel(),
             )
         except NETWORK_ERRORS as exc:
             return False, describe_error(exc, cfg.stall_timeout_s)
