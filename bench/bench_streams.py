@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
@@ -370,13 +371,26 @@ def naive_run(
 # ---- main ----------------------------------------------------------------------------------------
 
 
-def bench_config(detector: str, pose: str, device: str, square: bool = False) -> VigilConfig:
-    """Default stage settings with these models; `square`: detector.rect off (the export's 640x640)."""
-    return VigilConfig(
+def bench_config(
+    detector: str, pose: str, device: str, square: bool = False, overrides: Sequence[str] = ()
+) -> VigilConfig:
+    """Default stage settings with these models; `square`: detector.rect off (the export's 640x640);
+    `overrides`: "section.field=value" (value in YAML, e.g. pose.format=openvino_int8)."""
+    config = VigilConfig(
         detector=DetectorConfig(model=detector, device=device, rect=not square),
         pose=PoseConfig(model=pose, device=device),
         appearance=AppearanceConfig(model=pose, device=device),
     )
+    if not overrides:
+        return config
+    raw = config.model_dump()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in raw or not isinstance(raw[section], dict):
+            raise SystemExit(f"--set {item!r}: expected section.field=value")
+        raw[section][name] = yaml.safe_load(value)
+    return VigilConfig.model_validate(raw)
 
 
 def row(r: Result) -> str:
@@ -396,7 +410,7 @@ HEADER = (
 
 def measure(args: argparse.Namespace, n: int) -> list[Result]:
     """Vigil and the baseline on N streams, in this process; prints one row each."""
-    config = bench_config(args.detector, args.pose, args.device, args.detector_square)
+    config = bench_config(args.detector, args.pose, args.device, args.detector_square, args.set)
     model = None
     graph_name = "perception only"
     if args.model is not None and args.model.is_file():
@@ -455,6 +469,13 @@ def main() -> None:
     parser.add_argument(
         "--detector-square", action="store_true", help="detector.rect off: the export's 640x640 input"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="config override for the Vigil run (YAML value), e.g. pose.inference_threads=2; repeatable",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one N, results to --out
     args = parser.parse_args()
     if not CAMSIM.is_file() or not Path(SYSTEM_PYTHON).exists():
@@ -497,6 +518,8 @@ def main() -> None:
                 child += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
         if args.detector_square:
             child.append("--detector-square")
+        for item in args.set:
+            child += ["--set", item]
         subprocess.run(child, check=True)
         results += [Result(**r) for r in json.loads(part.read_text())]
         part.unlink()
@@ -533,6 +556,7 @@ def main() -> None:
         "graph": graph_name,
         "detector_input": "640x640 square" if args.detector_square else "letterbox rectangle",
         "max_in_flight": args.max_in_flight,
+        "overrides": args.set,
         "clip": str(args.clip),
         "target_fps": TARGET_FPS,
         "p99_limit_ms": P99_LIMIT_S * 1000,
