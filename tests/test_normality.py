@@ -378,3 +378,35 @@ def test_untracked_detections_share_no_history() -> None:
     for f in range(10):
         hist = memory.update(frame_sample([Walker(-1), Walker(-1, x=0.2)], f / 10, rng).attributes, f / 10)
     assert not memory.tracks and np.isnan(hist.stride).all() and np.isnan(hist.windows).all()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([0, 0, 10, 10], [20, 20, 30, 30], 0.0),  # apart
+        ([0, 0, 10, 10], [2, 2, 6, 6], 1.0),  # one inside the other
+        ([0, 0, 10, 10], [5, 0, 25, 10], 0.5),  # half of the smaller one
+        ([0, 0, 10, 10], [0, 0, 0, 10], 0.0),  # empty box
+    ],
+)
+def test_box_overlap_of_smaller(a: list[float], b: list[float], expected: float) -> None:
+    from pipeline.boxes import box_overlap_of_smaller
+
+    assert box_overlap_of_smaller(np.array(a), np.array(b))[0, 0] == pytest.approx(expected)
+
+
+def test_entangled_boxes_are_not_judged_on_size(model: NormalityModel) -> None:
+    """A second box inside a person (a part detected again, or a box merging two people): no size score."""
+    from stages.normality.features import HistoryFeatures, entangled
+    from stages.normality.judge import raw_scores
+
+    rng = np.random.default_rng(1)
+    people = [Walker(1, x=0.3), Walker(2, x=0.3, y=0.5, height=0.05), Walker(3, x=0.8)]
+    s = frame_sample(people, 0.0, rng)
+    # walker 2 is a small box around walker 1's upper body; walker 3 stands apart
+    assert entangled(s.attributes).tolist() == [True, True, False]
+    n = len(s.attributes)
+    none = np.full(n, np.nan)
+    hist = HistoryFeatures(np.full((n, 5, 2), np.nan), none, none, none)
+    size = raw_scores(model, s.attributes, s.scene_graph, hist, 3)[:, ATTRIBUTES.index("size")]
+    assert np.isnan(size[:2]).all() and np.isfinite(size[2])

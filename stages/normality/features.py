@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.boxes import box_overlap_of_smaller
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
@@ -55,6 +56,23 @@ def pose_features(pose: np.ndarray, fill: np.ndarray) -> np.ndarray:
     out = np.where(seen[..., None], xy, fill[None])
     out = out.reshape(len(pose), -1)
     out[seen.sum(axis=1) < COCO_KEYPOINTS // 2] = np.nan
+    return out
+
+
+#: two detections sharing this much of the smaller one's area: a box merging two people, or a part of
+#: a person detected again inside its box; neither box's size says what the object is
+ENTANGLED_OVERLAP = 0.5
+
+
+def entangled(attrs: ObjectAttributes) -> np.ndarray:
+    """(N,) True for detections whose box is entangled with another detection's (ENTANGLED_OVERLAP)."""
+    det = ~attrs.is_blob
+    out = np.zeros(len(attrs), bool)
+    if det.sum() < 2:
+        return out
+    overlap = box_overlap_of_smaller(attrs.xyxy[det], attrs.xyxy[det])
+    np.fill_diagonal(overlap, 0.0)
+    out[det] = overlap.max(axis=1) >= ENTANGLED_OVERLAP
     return out
 
 

@@ -21,7 +21,14 @@ from pipeline.errors import ModelError
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes, SceneGraph
 from stages.normality.calibration import TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
-from stages.normality.features import KP_CONF, TrackMemory, motion_features, pose_features, split_pose
+from stages.normality.features import (
+    KP_CONF,
+    TrackMemory,
+    entangled,
+    motion_features,
+    pose_features,
+    split_pose,
+)
 from stages.normality.grids import DIRECTION_BINS, CountGrid, QuantileGrid, direction_bin, smooth_spatially
 from stages.normality.judge import MIN_DIRECTION_SPEED, calibrate, raw_scores
 from stages.normality.memory import MemoryBank, coreset, resolve_device
@@ -138,8 +145,9 @@ def fit_normality(
             cols_["blob"].append(a.is_blob)
             cols_["speed"].append(a.speed.astype(np.float64))
             cols_["direction"].append(a.direction.astype(np.float64))
-            cols_["log_height"].append(np.log(np.maximum(a.height, 1e-6)).astype(np.float64))
-            cols_["log_aspect"].append(np.log(np.maximum(a.aspect, 1e-6)).astype(np.float64))
+            clear = ~entangled(a)  # sizes of entangled boxes are not learnt, as they are not judged
+            cols_["log_height"].append(np.where(clear, np.log(np.maximum(a.height, 1e-6)), np.nan))
+            cols_["log_aspect"].append(np.where(clear, np.log(np.maximum(a.aspect, 1e-6)), np.nan))
             cols_["scale_rate"].append(a.scale_rate.astype(np.float64))
             cols_["dwell"].append(a.dwell.astype(np.float64))
             cols_["flow_speed"].append(a.flow_speed.astype(np.float64))
@@ -168,8 +176,8 @@ def fit_normality(
 
     quantities = {
         "speed": qgrid(c["speed"], det),
-        "log_height": qgrid(c["log_height"], det),
-        "log_aspect": qgrid(c["log_aspect"], det),
+        "log_height": qgrid(c["log_height"], det & np.isfinite(c["log_height"])),
+        "log_aspect": qgrid(c["log_aspect"], det & np.isfinite(c["log_aspect"])),
         "scale_rate": qgrid(c["scale_rate"], det),
         "dwell": qgrid(c["dwell"], det),
         "blob_flow": qgrid(c["flow_speed"], blob),

@@ -13,6 +13,7 @@ from pipeline.errors import ModelError
 from pipeline.packets import ObjectAttributes, SceneGraph
 from stages.normality.features import (
     HistoryFeatures,
+    entangled,
     gait,
     motion_features,
     pose_features,
@@ -59,10 +60,10 @@ def raw_scores(
         elif a == "direction":
             moving = det & (attrs.speed >= MIN_DIRECTION_SPEED)
             v = np.where(moving, _direction(model, cell, cls, attrs), np.nan)
-        elif a == "size":
+        elif a == "size":  # not for boxes entangled with another: their size is the detector's guess
             zh = q["log_height"].robust_z(cell, cls, np.log(np.maximum(attrs.height, 1e-6)), "both", 0.05)
             za = q["log_aspect"].robust_z(cell, cls, np.log(np.maximum(attrs.aspect, 1e-6)), "both", 0.05)
-            v = np.where(det, np.fmax(zh, za), np.nan)
+            v = np.where(det & ~entangled(attrs), np.fmax(zh, za), np.nan)
         elif a == "motion":
             v = np.where(det, model.banks["motion"].distance(motion_features(attrs.motion_hist), k), np.nan)
         elif a == "pose":

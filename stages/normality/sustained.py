@@ -17,18 +17,16 @@ import numpy as np
 
 UNTRACKED = -1
 
-#: attributes whose per-frame measurement is noisy, so that averaging over a track adds evidence. Not
-#: class_in_place (a track's class and place barely change: its mean is its current value, and a
-#: never-seen class would only saturate twice), dwell (already accumulated over time) and
-#: unexplained_motion (moving regions have no track).
+#: attributes of how an object moves, measured with per-frame noise, so that averaging over its track
+#: adds evidence. Not the attributes of what or where it is, which persist by nature (its mean over a
+#: track is about its current value, and a rare object would only be counted twice): class_in_place,
+#: size, appearance, relations (two objects walking together keep their relation), dwell (itself
+#: accumulated over time); nor unexplained_motion (moving regions have no track).
 SUSTAINED_ATTRIBUTES = (
     "speed",
     "direction",
-    "size",
     "motion",
     "pose",
-    "appearance",
-    "relations",
     "dynamics",
     "scale_change",
     "speed_vs_pose",
