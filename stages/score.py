@@ -109,10 +109,17 @@ class Scorer:
             else None,
         )
 
-    def score(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> Scores:
+    def score(
+        self,
+        attrs: ObjectAttributes,
+        graph: SceneGraph | None,
+        pts: float,
+        frame_size: tuple[int, int] | None = None,
+    ) -> Scores:
+        """`frame_size` (height, width): boxes cut by the frame edge get no geometric attribute."""
         st = self.state
         hist = st.memory.update(attrs, pts)
-        raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes)
+        raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes, frame_size)
         cal = calibrate(st.model, raw, self.attributes)
         sustained = None
         strongest = cal
@@ -147,10 +154,17 @@ class Warmup:
         self.samples: list[FrameSample] = []
         self.started: float | None = None
 
-    def add(self, attrs: ObjectAttributes, graph: SceneGraph | None, pts: float) -> NormalityModel | None:
+    def add(
+        self,
+        attrs: ObjectAttributes,
+        graph: SceneGraph | None,
+        pts: float,
+        frame_size: tuple[int, int] = (0, 0),
+    ) -> NormalityModel | None:
         """Keep the frame; once warm-up has lasted long enough, return the fitted model."""
         self.started = pts if self.started is None else self.started
-        self.samples.append(FrameSample(self.camera, "warmup", pts, 0, 0, attrs, graph))
+        height, width = frame_size
+        self.samples.append(FrameSample(self.camera, "warmup", pts, width, height, attrs, graph))
         if pts - self.started < self.config.warmup_s or sum(len(s.attributes) for s in self.samples) == 0:
             return None
         log.info("warm-up over: fitting", extra={"camera": self.camera, "frames": len(self.samples)})
@@ -201,9 +215,10 @@ class ScoreStage(Stage):
         attrs = packet.attributes
         assert attrs is not None
         camera = packet.frame.camera
+        size = (packet.frame.height, packet.frame.width)
         warmup = self._warmups.get(camera)
         if warmup is not None:
-            model = warmup.add(attrs, packet.scene_graph, packet.frame.pts)
+            model = warmup.add(attrs, packet.scene_graph, packet.frame.pts, size)
             if model is not None:
                 del self._warmups[camera]
                 self.models[camera] = model
@@ -220,4 +235,4 @@ class ScoreStage(Stage):
                 smoothed_score=0.0,
             )
             return
-        packet.scores = scorer.score(attrs, packet.scene_graph, packet.frame.pts)
+        packet.scores = scorer.score(attrs, packet.scene_graph, packet.frame.pts, size)

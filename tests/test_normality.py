@@ -410,3 +410,22 @@ def test_entangled_boxes_are_not_judged_on_size(model: NormalityModel) -> None:
     hist = HistoryFeatures(np.full((n, 5, 2), np.nan), none, none, none)
     size = raw_scores(model, s.attributes, s.scene_graph, hist, 3)[:, ATTRIBUTES.index("size")]
     assert np.isnan(size[:2]).all() and np.isfinite(size[2])
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "cut"), [(0.01, 0.55, True), (0.99, 0.55, True), (0.5, 1.0, True), (0.5, 0.55, False)]
+)
+def test_boxes_cut_by_the_frame_edge_get_no_geometric_attribute(model: NormalityModel, x, y, cut) -> None:
+    """Someone walking into view: its size and ground point are the edge's, not the person's."""
+    from stages.normality.features import HistoryFeatures, truncated
+    from stages.normality.judge import GEOMETRIC, raw_scores
+
+    s = frame_sample([Walker(1, x=x, y=y)], 0.0, np.random.default_rng(2))
+    assert truncated(s.attributes.xyxy, (240, 360)).tolist() == [cut]
+    assert not truncated(s.attributes.xyxy, None).any()
+    none = np.full(1, np.nan)
+    hist = HistoryFeatures(np.full((1, 5, 2), np.nan), none, none, none)
+    row = raw_scores(model, s.attributes, s.scene_graph, hist, 3, frame_size=(240, 360))[0]
+    geometric = [j for j, a in enumerate(ATTRIBUTES) if a in GEOMETRIC]
+    assert np.isnan(row[geometric]).all() == cut
+    assert np.isfinite(row[ATTRIBUTES.index("class_in_place")])

@@ -39,8 +39,12 @@ class ReplayAttributes(Stage):
         packet.attributes, packet.scene_graph = s.attributes, s.scene_graph
 
 
+# a blank picture of the synthetic walkway's size (360 x 240): boxes are judged against the frame edge
+WALKWAY = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (240, 360, 3))
+
+
 def frames(camera: str, n: int) -> list[Frame]:
-    image = np.zeros((8, 8, 3), np.uint8)
+    image = WALKWAY
     return [Frame(camera, i, i / 10, image, time.time()) for i in range(n)]
 
 
@@ -96,14 +100,14 @@ def test_state_is_per_camera(model: NormalityModel) -> None:
     """Interleaving another camera does not change a camera's scores (track histories are separate)."""
     a, b = anomalous_stream(30), normal_clip(9, 30, clip="b")
     alone = Scorer(model, ScoringConfig())
-    solo = [alone.score(s.attributes, s.scene_graph, s.pts).attribute_scores for s in a]
+    solo = [alone.score(s.attributes, s.scene_graph, s.pts, (240, 360)).attribute_scores for s in a]
     stage = ScoreStage({ANY_CAMERA: model}, ScoringConfig())
     for cam in ("a", "b"):
         stage.on_source_added(SourceEvent(cam, "added"))
     mixed = []
     for sa, sb in zip(a, b, strict=True):
         for cam, s in (("a", sa), ("b", sb)):
-            p = FramePacket(Frame(cam, 0, s.pts, np.zeros((2, 2, 3), np.uint8), 0.0))
+            p = FramePacket(Frame(cam, 0, s.pts, WALKWAY, 0.0))
             p.attributes, p.scene_graph = s.attributes, s.scene_graph
             stage.process(p)
             if cam == "a":

@@ -76,6 +76,24 @@ def entangled(attrs: ObjectAttributes) -> np.ndarray:
     return out
 
 
+#: a box within this many pixels of the frame edge is cut by it
+EDGE_PX = 1.0
+
+
+def truncated(xyxy: np.ndarray, frame_size: tuple[int, int] | None) -> np.ndarray:
+    """(N,) True for boxes cut by the frame edge (`frame_size` = (height, width); None: none are).
+
+    Such a box shows part of its object: its size, its ground point and everything measured from them
+    (speed, direction, scale change, dwell, box-normalised motion, pose, gait) describe the cut, not
+    the object, so those attributes are neither learnt nor judged for it until it is inside the view.
+    """
+    if frame_size is None or frame_size[0] <= 0 or frame_size[1] <= 0 or len(xyxy) == 0:
+        return np.zeros(len(xyxy), bool)
+    height, width = frame_size
+    x1, y1, x2, y2 = (xyxy[:, k] for k in range(4))
+    return (x1 <= EDGE_PX) | (y1 <= EDGE_PX) | (x2 >= width - EDGE_PX) | (y2 >= height - EDGE_PX)
+
+
 def motion_features(hist: np.ndarray) -> np.ndarray:
     """Hellinger embedding of motion histograms (sqrt), so Euclidean k-NN compares distributions."""
     out = np.sqrt(np.clip(hist.astype(np.float64), 0.0, None))

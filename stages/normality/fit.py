@@ -28,6 +28,7 @@ from stages.normality.features import (
     motion_features,
     pose_features,
     split_pose,
+    truncated,
 )
 from stages.normality.grids import DIRECTION_BINS, CountGrid, QuantileGrid, direction_bin, smooth_spatially
 from stages.normality.judge import MIN_DIRECTION_SPEED, calibrate, raw_scores
@@ -143,17 +144,20 @@ def fit_normality(
             cols_["cell"].append(a.cell.astype(np.int64))
             cols_["cls"].append(cls)
             cols_["blob"].append(a.is_blob)
-            cols_["speed"].append(a.speed.astype(np.float64))
-            cols_["direction"].append(a.direction.astype(np.float64))
-            clear = ~entangled(a)  # sizes of entangled boxes are not learnt, as they are not judged
+            cut = truncated(a.xyxy, (s.height, s.width))  # not learnt, as they are not judged
+            cols_["cut"].append(cut)
+            cols_["speed"].append(np.where(cut, np.nan, a.speed.astype(np.float64)))
+            cols_["direction"].append(np.where(cut, np.nan, a.direction.astype(np.float64)))
+            clear = ~entangled(a) & ~cut  # sizes of entangled boxes are not learnt either
             cols_["log_height"].append(np.where(clear, np.log(np.maximum(a.height, 1e-6)), np.nan))
             cols_["log_aspect"].append(np.where(clear, np.log(np.maximum(a.aspect, 1e-6)), np.nan))
-            cols_["scale_rate"].append(a.scale_rate.astype(np.float64))
-            cols_["dwell"].append(a.dwell.astype(np.float64))
+            cols_["scale_rate"].append(np.where(cut, np.nan, a.scale_rate.astype(np.float64)))
+            cols_["dwell"].append(np.where(cut, np.nan, a.dwell.astype(np.float64)))
             cols_["flow_speed"].append(a.flow_speed.astype(np.float64))
             cols_["area"].append(np.log(np.maximum(a.height * a.height * a.aspect, 1e-8)).astype(np.float64))
-            cols_["motion"].append(np.where(a.is_blob[:, None], np.nan, motion_features(a.motion_hist)))
-            cols_["pose"].append(a.pose.astype(np.float64))
+            no_motion = (a.is_blob | cut)[:, None]
+            cols_["motion"].append(np.where(no_motion, np.nan, motion_features(a.motion_hist)))
+            cols_["pose"].append(np.where(cut[:, None], np.nan, a.pose.astype(np.float64)))
             cols_["appearance"].append(np.where(a.is_blob[:, None], np.nan, a.appearance.astype(np.float64)))
             windows.append(hist.windows[np.all(np.isfinite(hist.windows), axis=(1, 2))])
             legs_seen.append(hist.leg_motion)
@@ -175,11 +179,11 @@ def fit_normality(
         return QuantileGrid.fit(cells, k_all, cell[mask], cls[mask], x[mask], m)
 
     quantities = {
-        "speed": qgrid(c["speed"], det),
+        "speed": qgrid(c["speed"], det & np.isfinite(c["speed"])),
         "log_height": qgrid(c["log_height"], det & np.isfinite(c["log_height"])),
         "log_aspect": qgrid(c["log_aspect"], det & np.isfinite(c["log_aspect"])),
-        "scale_rate": qgrid(c["scale_rate"], det),
-        "dwell": qgrid(c["dwell"], det),
+        "scale_rate": qgrid(c["scale_rate"], det & np.isfinite(c["scale_rate"])),
+        "dwell": qgrid(c["dwell"], det & np.isfinite(c["dwell"])),
         "blob_flow": qgrid(c["flow_speed"], blob),
         "blob_area": qgrid(c["area"], blob),
     }
@@ -189,7 +193,7 @@ def fit_normality(
     seen = (conf >= KP_CONF) & np.all(np.isfinite(xy), axis=2)
     pose_fill = np.where(seen.sum(0)[:, None] > 0, np.nansum(np.where(seen[..., None], xy, 0), 0), 0.5)
     pose_fill = pose_fill / np.maximum(seen.sum(0), 1)[:, None]
-    is_person = det & (np.array(class_names)[cls] == "person")
+    is_person = det & ~c["cut"] & (np.array(class_names)[cls] == "person")
     pose_rows = pose_features(c["pose"], pose_fill)[is_person]
 
     win = np.concatenate(windows) if windows else np.zeros((0, config.dynamics_history + 1, 2))
@@ -232,7 +236,9 @@ def fit_normality(
         for s in clip:
             hist = memory.update(s.attributes, s.pts)
             if len(s.attributes):
-                raws.append(raw_scores(model, s.attributes, s.scene_graph, hist, config.knn_k))
+                size = (s.height, s.width)
+                scores = raw_scores(model, s.attributes, s.scene_graph, hist, config.knn_k, frame_size=size)
+                raws.append(scores)
                 ids.append(s.attributes.track_id.astype(np.int64))
     raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
     model.calibrators = {a: TailCalibrator.fit(raw[:, j]) for j, a in enumerate(ATTRIBUTES)}

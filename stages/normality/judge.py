@@ -18,12 +18,21 @@ from stages.normality.features import (
     motion_features,
     pose_features,
     speed_vs_pose,
+    truncated,
 )
 from stages.normality.grids import DIRECTION_BINS, direction_bin
 from stages.normality.model import ATTRIBUTES, NormalityModel
 
 MIN_DIRECTION_SPEED = 0.3  # box-heights/s; slower objects have no meaningful heading
 PERSON = "person"
+
+
+#: attributes measured from the box's extent or ground point: not judged while the box is cut by the
+#: frame edge (features.truncated)
+GEOMETRIC = frozenset(
+    {"size", "speed", "direction", "scale_change", "dwell", "motion", "pose", "dynamics"}
+    | {"speed_vs_pose", "gait"}
+)
 
 
 def raw_scores(
@@ -33,8 +42,11 @@ def raw_scores(
     hist: HistoryFeatures,
     k: int,
     attributes: tuple[str, ...] = ATTRIBUTES,
+    frame_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """(N, len(attributes)) raw scores; NaN where an attribute does not apply to an object."""
+    """(N, len(attributes)) raw scores; NaN where an attribute does not apply to an object.
+
+    `frame_size` (height, width): boxes cut by the frame edge get no GEOMETRIC attribute."""
     n = len(attrs)
     out = np.full((n, len(attributes)), np.nan)
     if n == 0:
@@ -92,6 +104,10 @@ def raw_scores(
         else:
             raise ModelError(f"unknown attribute {a!r}; known: {', '.join(ATTRIBUTES)}")
         out[:, j] = v
+    cut = truncated(attrs.xyxy, frame_size)
+    if cut.any():
+        geometric = [j for j, a in enumerate(attributes) if a in GEOMETRIC]
+        out[np.ix_(cut, geometric)] = np.nan
     return out
 
 
