@@ -429,3 +429,19 @@ def test_boxes_cut_by_the_frame_edge_get_no_geometric_attribute(model: Normality
     geometric = [j for j, a in enumerate(ATTRIBUTES) if a in GEOMETRIC]
     assert np.isnan(row[geometric]).all() == cut
     assert np.isfinite(row[ATTRIBUTES.index("class_in_place")])
+
+
+@pytest.mark.parametrize(("other", "scored"), [("blob", False), ("bicycle", True)])
+def test_relations_to_moving_regions_are_not_judged(model: NormalityModel, other: str, scored: bool) -> None:
+    """A person beside a moving region would inherit the region's rarity as an 'unseen relation'."""
+    from stages.normality.features import HistoryFeatures
+    from stages.normality.judge import raw_scores
+
+    second = Walker(2, x=0.6, is_blob=True) if other == "blob" else Walker(2, cls="bicycle", x=0.6)
+    s = frame_sample(
+        [Walker(1, x=0.5), second], 0.0, np.random.default_rng(3), relations=[(1, "overlaps", 2)]
+    )
+    none = np.full(2, np.nan)
+    hist = HistoryFeatures(np.full((2, 5, 2), np.nan), none, none, none)
+    rel = raw_scores(model, s.attributes, s.scene_graph, hist, 3)[:, ATTRIBUTES.index("relations")]
+    assert (rel[0] > 0) == scored

@@ -21,7 +21,7 @@ from stages.normality.features import (
     truncated,
 )
 from stages.normality.grids import DIRECTION_BINS, direction_bin
-from stages.normality.model import ATTRIBUTES, NormalityModel
+from stages.normality.model import ATTRIBUTES, BLOB, NormalityModel
 
 MIN_DIRECTION_SPEED = 0.3  # box-heights/s; slower objects have no meaningful heading
 PERSON = "person"
@@ -130,7 +130,8 @@ def _direction(
 
 
 def _relations(model: NormalityModel, attrs: ObjectAttributes, graph: SceneGraph | None) -> np.ndarray:
-    """Per object: its rarest relation, -ln P(triplet | both classes present) x confidence."""
+    """Per object: its rarest relation to another detected object, -ln P(triplet | both classes present)
+    x confidence (relations to moving regions are left out)."""
     n = len(attrs)
     if graph is None:
         return np.full(n, np.nan)
@@ -143,6 +144,8 @@ def _relations(model: NormalityModel, attrs: ObjectAttributes, graph: SceneGraph
         graph.confidence.tolist(),
         strict=True,
     ):
+        if BLOB in (s, o):  # an untracked, unclassified region: its rarity is its own score, and
+            continue  # every person near it would inherit it as an "unseen relation"
         v = -np.log(model.triplets.probability(s, p, o)) * float(c)
         for tid in (sid, oid):
             if tid in row:
