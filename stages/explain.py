@@ -28,6 +28,9 @@ from stages.normality.model import NormalityModel
 from stages.score import ANY_CAMERA
 
 MAX_REASONS = 5
+#: attributes whose sentence is "<text> (<raw value>, normal <= <99th pct>)", the raw value read back
+#: from the calibrator
+GENERIC_TEXT = frozenset({"motion", "pose", "appearance", "dynamics", "speed_vs_pose", "gait"})
 COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
 
 
@@ -46,8 +49,10 @@ class Explainer:
             row = strongest[i]
             # ranked by calibrated score; attributes scoring 0 (nothing unusual) give no reason
             ranked = [int(j) for j in np.argsort(-np.nan_to_num(row, nan=-1.0), kind="stable")]
-            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0][: self.max_reasons]
-            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph) for j in ranked]
+            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0]
+            ranked = self._class_first(ranked, scores.attribute_names, i, int(cls[i]), attrs)
+            top = ranked[: self.max_reasons]
+            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph) for j in top]
             box = tuple(float(v) for v in attrs.xyxy[i])
             objects.append(
                 ObjectExplanation(
@@ -62,6 +67,20 @@ class Explainer:
 
     # ---------------------------------------------------------------------------------------------
 
+    def _class_first(
+        self, ranked: list[int], names: tuple[str, ...], i: int, k: int, attrs: ObjectAttributes
+    ) -> list[int]:
+        """A class never seen in this area in training explains the rest (a new kind of object also
+        looks and moves unlike the known ones): its reason leads, whatever its score; the others
+        follow by score. Moving regions have no class to explain them."""
+        j = names.index("class_in_place") if "class_in_place" in names else -1
+        if j not in ranked or attrs.is_blob[i]:
+            return ranked
+        cell, kk = np.array([int(attrs.cell[i])]), np.array([k])
+        if float(self.model.place.count(cell, kk)[0]) >= 0.5:
+            return ranked
+        return [j, *(r for r in ranked if r != j)]
+
     def _ranked_reason(
         self, scores: Scores, j: int, i: int, k: int, attrs: ObjectAttributes, graph: SceneGraph | None
     ) -> Reason:
@@ -74,12 +93,16 @@ class Explainer:
             return self._reason(a, now, i, k, attrs, graph)
         base = self._reason(a, now if math.isfinite(now) else 0.0, i, k, attrs, graph)
         window = self.model.sustained_window
+        cal = self.model.sustained_calibrators[a]
+        mean, q99 = cal.inverse(held), cal.q99
+        text = base.sentence.split(" (")[0] if a in GENERIC_TEXT else base.sentence
         return Reason(
             a,
-            base.observed,
-            base.expected,
+            f"mean score {mean:.2f} over its last {window} analysed frames",
+            f"<= {q99:.2f} (99th pct of normal tracks)",
             held,
-            f"{base.sentence}; unusual on average over its last {window} analysed frames",
+            f"{text}; so for most of its last {window} analysed frames "
+            f"(mean score {mean:.1f}, normal tracks <= {q99:.1f})",
         )
 
     def _reason(

@@ -89,3 +89,12 @@ def test_explain_stage_through_runner(model: NormalityModel) -> None:
     bike = last.explanations.for_track(2)
     assert bike is not None and bike.reasons[0].attribute == "class_in_place"
     assert bike.xyxy == pytest.approx(tuple(last.attributes.xyxy[1].tolist()))
+
+
+def test_a_never_seen_class_leads_the_reasons(model: NormalityModel) -> None:
+    """A new kind of object also looks and moves unlike the known ones: its class explains the rest."""
+    exp, _ = explain(model, [Walker(1), Walker(2, cls="car", x=0.6, speed=3.0, height=0.2, aspect=1.8)])
+    car = exp.objects[1]
+    assert car.reasons[0].attribute == "class_in_place" and "never seen" in car.reasons[0].sentence
+    others = [r.score for r in car.reasons[1:]]
+    assert others == sorted(others, reverse=True)

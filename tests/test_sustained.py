@@ -147,4 +147,5 @@ def test_explanation_says_the_deviation_lasts(model: NormalityModel) -> None:
     j = s.attribute_names.index(top.attribute)
     assert s.sustained_scores[2, j] > s.attribute_scores[2, j]  # the sustained score ranked it first
     assert top.score == pytest.approx(float(s.sustained_scores[2, j]))
-    assert "over its last 20 analysed frames" in top.sentence
+    assert "so for most of its last 20 analysed frames" in top.sentence and "normal tracks" in top.sentence
+    assert top.observed.startswith("mean score")
