@@ -62,7 +62,8 @@ fi
 if [[ $STEPS == *a* ]]; then
     log "a) CUDA path tests on $DEVICE"
     # shellcheck disable=SC2086  # GPU_EXTRA_TESTS is a list of paths
-    timeout "${T_TESTS:-90}" $PY -m pytest tests/test_cuda_paths.py ${GPU_EXTRA_TESTS:-} -v -p no:cacheprovider \
+    timeout "${T_TESTS:-90}" $PY -m pytest tests/test_cuda_paths.py "tests/test_sources.py::test_cuda_decoding_gives_the_same_pictures" \
+        "tests/test_sources.py::test_auto_hardware_decoding_needs_a_gpu" ${GPU_EXTRA_TESTS:-} -v -p no:cacheprovider \
         -o addopts="" 2>&1 | tee "$OUT/pytest.log" | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Error" | tail -40
     log "a) rc=${PIPESTATUS[0]}"
 fi
