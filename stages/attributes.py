@@ -36,6 +36,7 @@ from pipeline.packets import (
 )
 from pipeline.stage import Stage
 from stages.blobs import BlobIds, find_blobs
+from stages.flow import grid_window
 from stages.track_history import TrackHistory
 
 POSE_DIM = COCO_KEYPOINTS * 3
@@ -45,21 +46,6 @@ def magnitude_edges(bins: int) -> np.ndarray:
     """Magnitude bin edges in box-heights/s: 0, 0.25, 1, 4, ... and +inf (len bins + 1)."""
     inner = [0.25 * 4.0**k for k in range(bins - 1)]
     return np.array([0.0, *inner, np.inf])
-
-
-def grid_window(shape: tuple[int, int], frame_size: tuple[int, int], box: np.ndarray) -> tuple[slice, slice]:
-    """Rows and columns of a flow grid of `shape` covered by `box` (xyxy in full-res pixels)."""
-    gh, gw = shape
-    sx, sy = gw / frame_size[1], gh / frame_size[0]
-    c1, r1 = max(0, int(np.floor(box[0] * sx))), max(0, int(np.floor(box[1] * sy)))
-    c2, r2 = min(gw, int(np.ceil(box[2] * sx))), min(gh, int(np.ceil(box[3] * sy)))
-    return slice(r1, max(r1, r2)), slice(c1, max(c1, c2))
-
-
-def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> np.ndarray:
-    """Flow vectors (K, 2), full-res pixels per dt, of the flow grid cells inside `box` (xyxy pixels)."""
-    rows, cols = grid_window(flow.flow.shape[:2], frame_size, box)
-    return flow.flow[rows, cols].reshape(-1, 2)
 
 
 def polar_histogram(speed: np.ndarray, angle: np.ndarray, bins: tuple[int, int]) -> np.ndarray:

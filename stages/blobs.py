@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.boxes import box_iou
 from pipeline.errors import PacketError
 from pipeline.packets import FlowField
+from stages.flow import box_flow
 
 
 def find_blobs(
@@ -68,7 +69,7 @@ def find_blobs(
         bottom = top + stats[1:, cv2.CC_STAT_HEIGHT]
         keep &= (left > 0) & (top > 0) & (right < gw) & (bottom < gh)
     if spill_reach > 0 and len(boxes) and keep.any():
-        keep &= ~_spills(flow.flow, labels, stats, boxes, (sx, sy), spill_reach, min_flow * flow.dt * fps)
+        keep &= ~_spills(flow, frame_size, labels, stats, boxes, spill_reach, min_flow * flow.dt * fps)
     s = stats[1:][keep].astype(np.float32)
     if len(s) == 0:
         return np.zeros((0, 4), np.float32)
@@ -81,19 +82,19 @@ SPILL_TOLERANCE = 0.5
 
 
 def _spills(
-    flow: np.ndarray,
+    flow: FlowField,
+    frame_size: tuple[int, int],
     labels: np.ndarray,
     stats: np.ndarray,
     boxes: np.ndarray,
-    scale: tuple[float, float],
     reach: float,
     min_flow: float,
 ) -> np.ndarray:
-    """(regions,) True where a region lies within `reach` box-heights of a box whose median flow (at
-    least `min_flow`, pixels per dt) it shares; regions and boxes on the flow grid."""
-    sx, sy = scale
+    """(regions,) True where a region (on the flow grid) lies within `reach` box-heights of a box whose
+    median flow (at least `min_flow`, pixels per dt) it shares."""
     gh, gw = labels.shape
-    box_flow: dict[int, np.ndarray | None] = {}
+    sx, sy = gw / frame_size[1], gh / frame_size[0]
+    moving: dict[int, np.ndarray | None] = {}  # box index -> its median flow, None when (nearly) still
     out = np.zeros(len(stats) - 1, bool)
     for r in range(1, len(stats)):
         left, top, width, height = (int(v) for v in stats[r, :4])
@@ -104,18 +105,16 @@ def _spills(
                 continue
             if top > (y2 + m) * sy or top + height < (y1 - m) * sy:
                 continue
-            if b not in box_flow:
-                c1, r1 = max(0, int(x1 * sx)), max(0, int(y1 * sy))
-                c2, r2 = min(gw, int(np.ceil(x2 * sx))), min(gh, int(np.ceil(y2 * sy)))
-                inside = flow[r1:r2, c1:c2].reshape(-1, 2)
+            if b not in moving:
+                inside = box_flow(flow, frame_size, boxes[b])
                 v = np.median(inside, axis=0) if len(inside) else None
-                box_flow[b] = v if v is not None and float(np.hypot(*v)) >= min_flow else None
-            vb = box_flow[b]
+                moving[b] = v if v is not None and float(np.hypot(*v)) >= min_flow else None
+            vb = moving[b]
             if vb is None:
                 continue
             if region is None:
                 window = labels[top : top + height, left : left + width] == r
-                region = np.median(flow[top : top + height, left : left + width][window], axis=0)
+                region = np.median(flow.flow[top : top + height, left : left + width][window], axis=0)
             if float(np.hypot(*(region - vb))) <= SPILL_TOLERANCE * float(np.hypot(*vb)):
                 out[r - 1] = True
                 break

@@ -28,7 +28,7 @@ from pipeline.config import DetectorConfig
 from pipeline.errors import ConfigError, PacketError
 from pipeline.packets import Detections, FlowField, FramePacket, SourceEvent
 from pipeline.stage import Stage
-from stages.attributes import box_flow
+from stages.flow import box_flow
 from stages.yolo_loading import LoadedModel, load_yolo
 
 

@@ -25,6 +25,21 @@ _PRESETS = {
 }
 
 
+def grid_window(shape: tuple[int, int], frame_size: tuple[int, int], box: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns of a flow grid of `shape` covered by `box` (xyxy in full-res pixels)."""
+    gh, gw = shape
+    sx, sy = gw / frame_size[1], gh / frame_size[0]
+    c1, r1 = max(0, int(np.floor(box[0] * sx))), max(0, int(np.floor(box[1] * sy)))
+    c2, r2 = min(gw, int(np.ceil(box[2] * sx))), min(gh, int(np.ceil(box[3] * sy)))
+    return slice(r1, max(r1, r2)), slice(c1, max(c1, c2))
+
+
+def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """Flow vectors (K, 2), full-res pixels per dt, of the flow grid cells inside `box` (xyxy pixels)."""
+    rows, cols = grid_window(flow.flow.shape[:2], frame_size, box)
+    return flow.flow[rows, cols].reshape(-1, 2)
+
+
 def to_grey(image: np.ndarray, scale: float) -> np.ndarray:
     """BGR uint8 (h, w, 3) -> grey uint8 resized by `scale` (area interpolation when shrinking)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -10,8 +10,9 @@ import pytest
 from pipeline.config import AttributesConfig
 from pipeline.errors import PacketError
 from pipeline.packets import COCO_KEYPOINTS, Detections, Embeddings, FlowField, Frame, ObjectAttributes, Poses
-from stages.attributes import POSE_DIM, AttributeExtractor, box_flow, magnitude_edges, motion_histogram
+from stages.attributes import POSE_DIM, AttributeExtractor, magnitude_edges, motion_histogram
 from stages.blobs import BlobIds, find_blobs
+from stages.flow import box_flow
 from stages.track_history import TrackHistory
 
 NAMES = ("person", "bicycle")
