@@ -28,10 +28,20 @@ from stages.normality.model import NormalityModel
 from stages.score import ANY_CAMERA
 
 MAX_REASONS = 5
-#: attributes whose sentence is "<text> (<raw value>, normal <= <99th pct>)", the raw value read back
-#: from the calibrator
-GENERIC_TEXT = frozenset({"motion", "pose", "appearance", "dynamics", "speed_vs_pose", "gait"})
 COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
+
+
+def _history_text(a: str, name: str, speed: float) -> str | None:
+    """What a history or nearest-neighbour attribute's deviation means, without its numbers (None for
+    attributes whose sentences are built from their own model parts)."""
+    return {
+        "motion": f"motion pattern of this {name} unlike normal ones",
+        "pose": "body pose unlike any normal pose here",
+        "appearance": f"this {name} looks unlike anything seen in training",
+        "dynamics": "erratic movement: its next step does not follow from the last ones",
+        "speed_vs_pose": f"gliding: {speed:.1f} body-heights/s with little leg motion",
+        "gait": f"gliding: moving {speed:.1f} body-heights/s without the box swing of a walking stride",
+    }.get(a)
 
 
 class Explainer:
@@ -95,7 +105,7 @@ class Explainer:
         window = self.model.sustained_window
         cal = self.model.sustained_calibrators[a]
         mean, q99 = cal.inverse(held), cal.q99
-        text = base.sentence.split(" (")[0] if a in GENERIC_TEXT else base.sentence
+        text = _history_text(a, attrs.name_of(i), float(attrs.speed[i])) or base.sentence
         return Reason(
             a,
             f"mean score {mean:.2f} over its last {window} analysed frames",
@@ -195,15 +205,7 @@ class Explainer:
         # history and nearest-neighbour attributes: the raw value is recovered from the calibrator
         cal = m.calibrators[a]
         raw, q99 = cal.inverse(score), cal.q99
-        text = {
-            "motion": f"motion pattern of this {name} unlike normal ones",
-            "pose": "body pose unlike any normal pose here",
-            "appearance": f"this {name} looks unlike anything seen in training",
-            "dynamics": "erratic movement: its next step does not follow from the last ones",
-            "speed_vs_pose": f"gliding: {float(attrs.speed[i]):.1f} body-heights/s with little leg motion",
-            "gait": f"gliding: moving {float(attrs.speed[i]):.1f} body-heights/s without the box swing "
-            "of a walking stride",
-        }.get(a, f"{a} unusual")
+        text = _history_text(a, name, float(attrs.speed[i])) or f"{a} unusual"
         return Reason(
             a, f"{raw:.2f}", f"<= {q99:.2f} (99th pct)", score, f"{text} ({raw:.2f}, normal <= {q99:.2f})"
         )

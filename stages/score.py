@@ -27,7 +27,7 @@ from pipeline.errors import ConfigError
 from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, Scores, SourceEvent
 from pipeline.stage import Stage
 from stages.normality.calibration import TailCalibrator
-from stages.normality.features import TrackMemory
+from stages.normality.features import UNTRACKED, TrackMemory
 from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.judge import calibrate, calibrate_sustained, combine, raw_scores
 from stages.normality.model import ATTRIBUTES, NormalityModel
@@ -48,9 +48,6 @@ def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
     if not config.attributes:
         raise ConfigError("scoring.attributes: empty list; leave it out to judge every attribute")
     return tuple(a for a in ATTRIBUTES if a in config.attributes)
-
-
-UNTRACKED = -1
 
 
 class TrackSmoother:

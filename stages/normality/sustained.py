@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNTRACKED = -1
+from stages.normality.features import UNTRACKED
 
 #: attributes of how an object moves, measured with per-frame noise, so that averaging over its track
 #: adds evidence. Not the attributes of what or where it is, which persist by nature (its mean over a
