@@ -7,7 +7,14 @@ up before the clock starts, as for the naive loop). The naive loop (`bench/naive
 full-frame pose on every frame, same weights) runs on the same frames in the same process run.
 
     python -m bench.bench_perception [--clips Test004 640x360] [--detect-k 2] [--formats openvino pytorch]
-        [--pose-k 2] [--pose-crop 128] [--flow-scale 1.0] [--out PATH.json]
+        [--pose-k 2] [--pose-crop 128] [--flow-scale 1.0] [--model var/eval/s3/ped2-model.npz]
+        [--out PATH.json]
+
+With `--model` (a normality model file, used for every camera) the graph is the FULL explained one that
+`vigil run` builds (`stages.factory.build_stages`: perception, then score -> explain -> events, with
+snapshots, clips and the JSONL + SQLite sinks writing under var/bench/full/), and `--also-perception`
+adds a perception-only run of each setting in the same process, so both figures come from one run.
+The normality model's grid is normalised, so a model fit on 360x240 Ped2 times 640x360 footage fine.
 
 With several --formats the graph runs once per pose/appearance format on each clip (same process, same
 load), so the formats compare against each other under the same machine load.
@@ -29,6 +36,7 @@ import av
 
 from bench.clips import make_640x360
 from bench.naive import naive_loop
+from pipeline.cli import make_sinks
 from pipeline.config import VigilConfig
 from pipeline.graph import build_graph
 from pipeline.harness import FramesSource
@@ -36,7 +44,9 @@ from pipeline.metrics import Metrics
 from pipeline.packets import Frame
 from pipeline.runner import Runner, RunnerOptions
 from pipeline.sources.file import FileSource
-from stages.factory import perception_stages
+from stages.factory import build_stages, perception_stages
+from stages.normality import NormalityModel
+from stages.score import ANY_CAMERA
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VIGIL_SHARED", REPO.parent / "shared"))
@@ -71,6 +81,12 @@ def config(args: argparse.Namespace) -> VigilConfig:
         raw["pose"]["torch_threads"] = raw["appearance"]["torch_threads"] = args.torch_threads
     if args.ov_threads is not None:
         raw["detector"]["inference_threads"] = args.ov_threads
+    full = REPO / "var" / "bench" / "full"  # what `vigil run` writes: media and the local sinks
+    raw["events"] = {"media_dir": str(full / "media")}
+    raw["sinks"] = {
+        "jsonl": {"path": str(full / "events.jsonl")},
+        "sqlite": {"path": str(full / "events.db")},
+    }
     return VigilConfig.model_validate(raw)
 
 
@@ -114,8 +130,9 @@ def cpu_clocked(stages: list, totals: dict[str, float]) -> None:  # type: ignore
         stage.process_batch = process_batch
 
 
-def graph_run(cfg: VigilConfig, clip: Path) -> dict[str, object]:
-    stages = perception_stages(cfg)
+def graph_run(cfg: VigilConfig, clip: Path, model: NormalityModel | None = None) -> dict[str, object]:
+    """One replay of `clip`; `model`: the full explained graph (every camera scored by it), else perception"""
+    stages = perception_stages(cfg) if model is None else build_stages(cfg, {ANY_CAMERA: model})
     warm_up(stages, clip)
     stage_cpu: dict[str, float] = {}
     cpu_clocked(stages, stage_cpu)
@@ -125,6 +142,7 @@ def graph_run(cfg: VigilConfig, clip: Path) -> dict[str, object]:
         [FileSource("bench", clip)],
         metrics,
         threading.Event(),
+        sinks=make_sinks(cfg) if model is not None else (),
         # lossless replay; the drain after the file ends holds every queued frame, so allow it time
         options=RunnerOptions(drain_timeout_s=600.0),
     )
@@ -140,7 +158,9 @@ def graph_run(cfg: VigilConfig, clip: Path) -> dict[str, object]:
         n = metrics.registry.get_sample_value("vigil_stage_latency_seconds_count", {"stage": stage.name}) or 0
         per_stage[stage.name] = round(1000 * s / max(n, 1), 2)
     return {
+        "graph": "perception" if model is None else "full",
         "frames": frames,
+        "events": report.events,
         "wall_s": round(report.wall_s, 2),
         "fps": round(frames / report.wall_s, 2),
         "cpu_s": round(cpu_s, 2),
@@ -211,9 +231,25 @@ def main() -> None:
         action="store_true",
         help="also run the graph with detector and appearance on every frame (the pre-every-k graph)",
     )
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="normality model (.npz) for every camera: run the FULL explained graph (score, explain, events)",
+    )
+    ap.add_argument(
+        "--also-perception",
+        action="store_true",
+        help="with --model: also run each setting perception-only (label FORMAT+perception), same process",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "perception.json")
     args = ap.parse_args()
     cfg = config(args)
+    model = None
+    if args.model is not None:
+        if not args.model.is_file():
+            raise SystemExit(f"--model {args.model}: no such file")
+        model = NormalityModel.load(args.model)  # ModelError if it is not one
     results: dict[str, object] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -227,6 +263,8 @@ def main() -> None:
             "flow": cfg.flow.model_dump(),
             "formats": args.formats,
             "models": cfg.models.model_dump(),
+            "graph": "perception" if model is None else "full (score, explain, events)",
+            "normality_model": None if args.model is None else str(args.model),
         },
         "clips": {},
     }
@@ -238,16 +276,22 @@ def main() -> None:
         )
         row: dict[str, object] = {"clip": str(clip)}
         graphs: dict[str, dict[str, object]] = {}
-        settings = {fmt: with_format(cfg, fmt) for fmt in args.formats}
+        settings = {fmt: (with_format(cfg, fmt), model) for fmt in args.formats}
         if args.square_baseline:  # the detector as before detector.rect: the export's 640x640 input
             square = cfg.detector.model_copy(update={"rect": False})
             for fmt in args.formats:
-                settings[f"{fmt}+square"] = with_format(cfg.model_copy(update={"detector": square}), fmt)
+                settings[f"{fmt}+square"] = (
+                    with_format(cfg.model_copy(update={"detector": square}), fmt),
+                    model,
+                )
+        if model is not None and args.also_perception:
+            for fmt in args.formats:
+                settings[f"{fmt}+perception"] = (with_format(cfg, fmt), None)
         runs: dict[str, list[dict[str, object]]] = {label: [] for label in settings}
         naive_runs: list[dict[str, float]] = []
         for _ in range(args.repeat):  # interleaved, so each setting sees the same spells of load
-            for label, setting in settings.items():
-                runs[label].append(graph_run(setting, clip))
+            for label, (setting, setting_model) in settings.items():
+                runs[label].append(graph_run(setting, clip, setting_model))
             if not args.no_naive:
                 naive_runs.append(naive_run(clip))
         for fmt in settings:
@@ -271,7 +315,7 @@ def main() -> None:
                     "appearance": cfg.appearance.model_copy(update={"every_k_frames": 1}),
                 }
             )
-            row["graph_every_frame"] = graph_run(dense, clip)
+            row["graph_every_frame"] = graph_run(dense, clip, model)
             dense_row = row["graph_every_frame"]
             print(
                 f"{name}: graph, detector+appearance every frame {dense_row['fps']} fps, "  # type: ignore[index]
@@ -285,6 +329,13 @@ def main() -> None:
             row["cpu_ratio_naive_over_graph"] = round(
                 naive["cpu_ms_per_frame"] / graph["cpu_ms_per_frame"], 2
             )  # type: ignore[operator]
+            for label, g in graphs.items():  # every setting against the same naive runs
+                g["speedup_vs_naive"] = round(g["fps"] / naive["fps"], 2)  # type: ignore[operator]
+                g["cpu_ratio_naive_over_graph"] = round(naive["cpu_ms_per_frame"] / g["cpu_ms_per_frame"], 2)  # type: ignore[operator]
+                print(
+                    f"{name}: [{label}] {g['speedup_vs_naive']}x naive fps, "
+                    f"{g['cpu_ratio_naive_over_graph']}x CPU"
+                )
         results["clips"][name] = row  # type: ignore[index]
         naive_txt = (
             f" | naive {row['naive']['fps']:.1f} fps, {row['naive']['cpu_ms_per_frame']:.0f} CPU-ms/frame"  # type: ignore[index]
