@@ -7,6 +7,8 @@ scores beyond anything seen in training still grow smoothly instead of saturatin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pipeline.errors import ModelError
@@ -14,6 +16,7 @@ from pipeline.errors import ModelError
 MAX_SCORE = 12.0
 TAIL_P = 0.01
 KEEP = 2000
+_HUGE = float(np.finfo(np.float64).max)  # q99 placeholder of a column with no fitted calibrator
 
 
 class TailCalibrator:
@@ -24,6 +27,7 @@ class TailCalibrator:
         self.n = n
         self.tail_scale = tail_scale
         self._q99 = float(np.quantile(self.values, 1 - TAIL_P)) if n > 0 else float("nan")
+        self._ranks = np.linspace(0.0, 1.0, len(self.values))  # of the stored quantiles, for `inverse`
 
     @classmethod
     def fit(cls, raw: np.ndarray) -> TailCalibrator:
@@ -72,8 +76,7 @@ class TailCalibrator:
             return float("nan")
         p = 10.0 ** (-score)
         if p >= TAIL_P:  # the stored values are evenly spaced quantiles: interpolate their ranks
-            ranks = np.linspace(0.0, 1.0, len(self.values))
-            return float(np.interp(1.0 - p, ranks, self.values))
+            return float(np.interp(1.0 - p, self._ranks, self.values))
         return self.q99 + self.tail_scale * float(np.log(TAIL_P / p))
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
@@ -89,3 +92,65 @@ class TailCalibrator:
         if values.ndim != 1:
             raise ModelError(f"calibrator {prefix}: expected 1-d values, got shape {values.shape}")
         return cls(values, int(a[f"{prefix}.n"]), float(a[f"{prefix}.tail_scale"]))
+
+
+class CalibratorTable:
+    """Column j of a raw (N, A) score matrix through calibrator j, for all columns in one call.
+
+    The same numbers as calling each `TailCalibrator` on its column (the same float operations,
+    element by element), without ~20 small numpy calls per column: the ranks of every column come
+    from ONE `searchsorted` over all calibrators' stored values, keyed (column, value) as complex
+    numbers (numpy orders complex lexicographically: real part = column, imaginary part = value),
+    and the tail and log arithmetic runs once on the whole matrix. A None calibrator gives NaN
+    (an attribute without one, e.g. no sustained evidence).
+    """
+
+    def __init__(self, calibrators: Sequence[TailCalibrator | None]) -> None:
+        self.calibrators = tuple(calibrators)
+        self._present = np.array([c is not None for c in self.calibrators], bool)
+        self._fitted = np.array([c is not None and c.fitted for c in self.calibrators], bool)
+        # per column; a column without a fitted calibrator gets placeholders (its result is replaced)
+        cal = [c if c is not None and c.fitted else None for c in self.calibrators]
+        sizes = np.array([0 if c is None else len(c.values) for c in cal], np.int64)
+        self._m = np.maximum(sizes, 1)
+        self._start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._n = np.array([1 if c is None else c.n for c in cal], np.int64)
+        self._q99 = np.array([_HUGE if c is None else c.q99 for c in cal], np.float64)
+        self._scale = np.array([1.0 if c is None else c.tail_scale for c in cal], np.float64)
+        stored = [(j, c.values) for j, c in enumerate(cal) if c is not None]
+        self._keys = _column_keys(
+            np.concatenate([np.full(len(v), j, np.float64) for j, v in stored] or [np.zeros(0)]),
+            np.concatenate([v for _, v in stored] or [np.zeros(0)]),
+        )
+        self._columns = np.arange(len(self.calibrators), dtype=np.float64)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """(N, A) calibrated scores; NaN where raw is NaN (fitted: not finite) or a column has none."""
+        raw = np.asarray(raw, np.float64)
+        if raw.ndim != 2 or raw.shape[1] != len(self.calibrators):
+            raise ModelError(
+                f"calibrator table of {len(self.calibrators)} columns: got raw of shape {raw.shape}"
+            )
+        if raw.shape[0] == 0:
+            return np.zeros(raw.shape)
+        finite = np.isfinite(raw)
+        # rank of x in its column's stored values, side "left" (values < x), like TailCalibrator
+        key = _column_keys(np.broadcast_to(self._columns, raw.shape), np.where(finite, raw, 0.0))
+        below = np.searchsorted(self._keys, key, side="left") - self._start
+        ge = self._m - below
+        surv = (ge / self._m * self._n + 1.0) / (self._n + 1.0)
+        tail = TAIL_P * np.exp(-np.maximum(raw - self._q99, 0.0) / self._scale)
+        surv = np.where(raw > self._q99, np.minimum(surv, tail), surv)
+        out = np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
+        unfitted = np.clip(raw / np.log(10), 0.0, MAX_SCORE)
+        out = np.where(self._fitted, out, unfitted)
+        # as TailCalibrator: a fitted one gives NaN for any non-finite raw, an unfitted one clips +-inf
+        return np.where((finite | ~self._fitted) & self._present, out, np.nan)
+
+
+def _column_keys(column: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Complex keys column + i*value (exact: both parts are set, not computed), ordered by (column, value)."""
+    out = np.empty(np.shape(value), np.complex128)
+    out.real = column
+    out.imag = value
+    return out
