@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 import av
+import yaml
 
 from bench.clips import make_640x360
 from bench.naive import naive_loop
@@ -100,6 +101,18 @@ def with_format(cfg: VigilConfig, fmt: str) -> VigilConfig:
             ),
         }
     )
+
+
+def with_overrides(cfg: VigilConfig, overrides: str) -> VigilConfig:
+    """`cfg` with "section.field=value[,section.field=value]" applied (values in YAML)."""
+    raw = cfg.model_dump()
+    for item in filter(None, overrides.split(",")):
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not isinstance(raw.get(section), dict):
+            raise SystemExit(f"override {item!r}: expected section.field=value")
+        raw[section][name] = yaml.safe_load(value)
+    return VigilConfig.model_validate(raw)
 
 
 def warm_up(stages: list, clip: Path) -> None:  # type: ignore[type-arg]
@@ -242,6 +255,13 @@ def main() -> None:
         action="store_true",
         help="with --model: also run each setting perception-only (label FORMAT+perception), same process",
     )
+    ap.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        help="more settings run beside each format, LABEL:section.field=value[,section.field=value] "
+        "(e.g. lean:detector.every_k_frames=3,pose.every_k_frames=3), reported as FORMAT+LABEL",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "var" / "bench" / "perception.json")
     args = ap.parse_args()
     cfg = config(args)
@@ -284,6 +304,10 @@ def main() -> None:
                     with_format(cfg.model_copy(update={"detector": square}), fmt),
                     model,
                 )
+        for variant in args.variants:  # label:section.field=value,section.field=value
+            label, _, overrides = variant.partition(":")
+            for fmt in args.formats:
+                settings[f"{fmt}+{label}"] = (with_overrides(with_format(cfg, fmt), overrides), model)
         if model is not None and args.also_perception:
             for fmt in args.formats:
                 settings[f"{fmt}+perception"] = (with_format(cfg, fmt), None)
