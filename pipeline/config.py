@@ -158,6 +158,12 @@ class PoseConfig(Section):
     still_box_change: float = Field(
         0.1, ge=0, le=10, description="box edge move, share of its height, that counts as not still"
     )
+    min_box_area: float = Field(
+        1024.0,
+        ge=0,
+        description="people with a smaller box (pixels^2 of the analysed frame) get no pose: COCO evaluates "
+        "keypoints only from 32x32 px up",
+    )
     torch_threads: int = Field(1, ge=0, le=256, description="torch intra-op threads (process-wide); 0: as is")
     format: Literal["auto", "pytorch", "onnx", "openvino", "openvino_int8", "engine"] = Field(
         "auto", description="network format; auto: openvino on the CPU, pytorch on CUDA (exports cached)"

@@ -70,7 +70,9 @@ def test_three_stages_in_the_runner(encoder: AppearanceEncoder) -> None:
     frames = [Frame("ped2", i, i / 10.0, im, time.time()) for i, im in enumerate(images)]
     # the detector on every frame: this graph has no flow stage to carry boxes between runs
     detect = DetectStage.from_config(DetectorConfig(model=str(DETECTOR), device="cpu", every_k_frames=1))
-    pose = PoseStage.from_config(PoseConfig(model=str(POSE), device="cpu", every_k_frames=2))
+    pose = PoseStage.from_config(
+        PoseConfig(model=str(POSE), device="cpu", every_k_frames=2, min_box_area=0)  # Ped2's people are small
+    )
     appearance = AppearanceStage(encoder)
     # replay is lossless; a generous drain timeout because a shared 2-core CI box can be slow
     options = RunnerOptions(drain_timeout_s=300.0)

@@ -107,6 +107,35 @@ def test_stage_tracked_persons_only_and_reuse(
     assert "cam" not in stage._cache
 
 
+@pytest.mark.parametrize("min_box_area", [0.0, 600.0, 1024.0, 1e6])
+def test_stage_gives_no_pose_to_people_below_min_box_area(
+    estimator: PoseEstimator, image: np.ndarray, min_box_area: float
+) -> None:
+    """Keypoints only for people whose box is at least `min_box_area` px^2 (Ped2's are 300-900 px^2)."""
+    boxes = np.array(PEOPLE, np.float32)
+    dets = Detections(
+        xyxy=boxes,
+        class_id=np.zeros(len(boxes), np.int32),
+        confidence=np.full(len(boxes), 0.8, np.float32),
+        track_id=np.arange(1, len(boxes) + 1, dtype=np.int64),
+        class_names=("person",),
+    )
+    stage = PoseStage(estimator, min_box_area=min_box_area)
+    stage.on_source_added(SourceEvent("cam", "added"))
+    packet = _packet(0, image, dets)
+    stage.process(packet)
+    assert packet.poses is not None
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    expected = [int(t) for t, a in zip(dets.track_id, area, strict=True) if a >= min_box_area]
+    assert packet.poses.track_id.tolist() == expected
+    if min_box_area == 600.0:  # splits these people (495-666 px^2); 1024 leaves none of them a pose
+        assert 0 < len(expected) < len(boxes)
+
+
+def test_pose_config_leaves_out_people_under_32x32_by_default() -> None:
+    assert PoseConfig().min_box_area == 32 * 32
+
+
 def test_torch_threads_set_on_start(estimator: PoseEstimator) -> None:
     import torch
 

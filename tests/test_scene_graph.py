@@ -221,7 +221,7 @@ def test001_packets(ped2: Path, models_dir: Path) -> list:
     pose_model = str(models_dir / "yolo11n-pose.pt")
     stages: list[Stage] = [
         DetectStage.from_config(detector),
-        PoseStage.from_config(PoseConfig(model=pose_model)),
+        PoseStage.from_config(PoseConfig(model=pose_model, min_box_area=0)),  # Ped2's people are small
         AppearanceStage.from_config(AppearanceConfig(model=pose_model)),
         flow := FlowStage(FlowConfig()),
         attributes := AttributesStage(AttributesConfig()),
