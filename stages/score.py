@@ -26,10 +26,10 @@ from pipeline.config import ScoringConfig
 from pipeline.errors import ConfigError
 from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, Scores, SourceEvent
 from pipeline.stage import Stage
-from stages.normality.calibration import TailCalibrator
+from stages.normality.calibration import CalibratorTable, TailCalibrator
 from stages.normality.features import UNTRACKED, TrackMemory
 from stages.normality.fit import FrameSample, fit_normality
-from stages.normality.judge import calibrate, calibrate_sustained, combine, raw_scores
+from stages.normality.judge import combine, raw_scores
 from stages.normality.model import ATTRIBUTES, NormalityModel
 from stages.normality.sustained import SustainedEvidence
 
@@ -86,6 +86,8 @@ class _Camera:
     recent: deque[float]
     tracks: TrackSmoother
     sustained: SustainedEvidence | None
+    calibrators: CalibratorTable  # the selected attributes' calibrators, applied in one call per frame
+    sustained_calibrators: CalibratorTable
 
 
 class Scorer:
@@ -104,6 +106,8 @@ class Scorer:
             SustainedEvidence(model.sustained_window, model.sustained_min_frames)
             if model.sustained_window
             else None,
+            CalibratorTable([model.calibrators[a] for a in self.attributes]),
+            CalibratorTable([model.sustained_calibrators.get(a) for a in self.attributes]),
         )
 
     def score(
@@ -117,11 +121,11 @@ class Scorer:
         st = self.state
         hist = st.memory.update(attrs, pts)
         raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes, frame_size)
-        cal = calibrate(st.model, raw, self.attributes)
+        cal = st.calibrators(raw)
         sustained = None
         strongest = cal
         if st.sustained is not None:
-            sustained = calibrate_sustained(st.model, st.sustained(attrs.track_id, cal), self.attributes)
+            sustained = st.sustained_calibrators(st.sustained(attrs.track_id, cal))
             strongest = np.fmax(cal, sustained)
         obj = st.object_cal(combine(strongest, self.config.combine)) if len(attrs) else np.zeros(0)
         obj = st.tracks(attrs.track_id, obj)
