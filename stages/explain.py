@@ -20,12 +20,13 @@ from pipeline.packets import (
     Reason,
     SceneGraph,
     Scores,
+    SourceEvent,
 )
 from pipeline.stage import Stage
 from stages.normality.grids import DIRECTION_BINS, Q50, Q99, direction_bin
 from stages.normality.judge import direction_probability
 from stages.normality.model import NormalityModel
-from stages.score import ANY_CAMERA
+from stages.score import ANY_CAMERA, TrackSmoother
 
 MAX_REASONS = 5
 COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
@@ -45,16 +46,21 @@ def _history_text(a: str, name: str, speed: float) -> str | None:
 
 
 class Explainer:
-    """Pure: turns one frame's attributes + scores into ranked reasons, using the camera's model."""
+    """Turns one camera's frames of attributes + scores into ranked reasons, using its model.
+
+    Feed it the camera's frames in order: a reason from sustained evidence speaks of the track's
+    mean speed over the frames that evidence covers, which the explainer keeps per track."""
 
     def __init__(self, model: NormalityModel, max_reasons: int = MAX_REASONS) -> None:
         self.model = model
         self.max_reasons = max_reasons
+        self._mean_speed = TrackSmoother(max(model.sustained_window, 1))
 
     def explain(self, attrs: ObjectAttributes, scores: Scores, graph: SceneGraph | None) -> Explanations:
         objects = []
         cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
         strongest = scores.strongest()
+        mean_speed = self._mean_speed(attrs.track_id, attrs.speed.astype(np.float64))
         for i in range(len(attrs)):
             row = strongest[i]
             # ranked by calibrated score; attributes scoring 0 (nothing unusual) give no reason
@@ -62,7 +68,8 @@ class Explainer:
             ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0]
             ranked = self._class_first(ranked, scores.attribute_names, i, int(cls[i]), attrs)
             top = ranked[: self.max_reasons]
-            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph) for j in top]
+            speed = float(mean_speed[i])
+            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph, speed) for j in top]
             box = tuple(float(v) for v in attrs.xyxy[i])
             objects.append(
                 ObjectExplanation(
@@ -92,10 +99,18 @@ class Explainer:
         return [j, *(r for r in ranked if r != j)]
 
     def _ranked_reason(
-        self, scores: Scores, j: int, i: int, k: int, attrs: ObjectAttributes, graph: SceneGraph | None
+        self,
+        scores: Scores,
+        j: int,
+        i: int,
+        k: int,
+        attrs: ObjectAttributes,
+        graph: SceneGraph | None,
+        mean_speed: float,
     ) -> Reason:
         """The attribute's reason from this frame's value; when the track's sustained evidence is the
-        stronger score, the sentence says so and the reason carries that score."""
+        stronger score, the sentence says so, speaks of the track's mean speed over those frames
+        (`mean_speed`) rather than this frame's, and the reason carries that score."""
         a = scores.attribute_names[j]
         now = float(scores.attribute_scores[i, j])
         held = float("nan") if scores.sustained_scores is None else float(scores.sustained_scores[i, j])
@@ -105,7 +120,8 @@ class Explainer:
         window = self.model.sustained_window
         cal = self.model.sustained_calibrators[a]
         mean, q99 = cal.inverse(held), cal.q99
-        text = _history_text(a, attrs.name_of(i), float(attrs.speed[i])) or base.sentence
+        text = self._sustained_speed_text(i, k, attrs, mean_speed) if a == "speed" else None
+        text = text or _history_text(a, attrs.name_of(i), mean_speed) or base.sentence
         return Reason(
             a,
             f"mean score {mean:.2f} over its last {window} analysed frames",
@@ -113,6 +129,13 @@ class Explainer:
             held,
             f"{text}; so for most of its last {window} analysed frames "
             f"(mean score {mean:.1f}, normal tracks <= {q99:.1f})",
+        )
+
+    def _sustained_speed_text(self, i: int, k: int, attrs: ObjectAttributes, mean_speed: float) -> str:
+        q = self.model.quantities["speed"].lookup(np.array([int(attrs.cell[i])]), np.array([k]))[0][0]
+        return (
+            f"moving {mean_speed:.1f} body-heights/s on average (now {float(attrs.speed[i]):.1f}), "
+            f"normal here for {attrs.name_of(i)} {q[Q50]:.1f} (99th pct {q[Q99]:.1f})"
         )
 
     def _reason(
@@ -248,6 +271,10 @@ class ExplainStage(Stage):
     def __init__(self, models: dict[str, NormalityModel], config: ScoringConfig) -> None:
         self.models = models
         self.config = config
+        self._explainers: dict[str, Explainer] = {}  # per camera: it keeps its tracks' recent speeds
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self._explainers.pop(event.camera, None)
 
     def process(self, packet: FramePacket) -> None:
         attrs, scores = packet.attributes, packet.scores
@@ -256,4 +283,7 @@ class ExplainStage(Stage):
         if model is None:
             packet.explanations = Explanations(())
             return
-        packet.explanations = Explainer(model).explain(attrs, scores, packet.scene_graph)
+        explainer = self._explainers.get(packet.frame.camera)
+        if explainer is None or explainer.model is not model:  # new camera, or its warm-up model arrived
+            explainer = self._explainers[packet.frame.camera] = Explainer(model)
+        packet.explanations = explainer.explain(attrs, scores, packet.scene_graph)

@@ -11,6 +11,7 @@ from pipeline.packets import Scores
 from stages.explain import Explainer
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.fit import MIN_SUSTAINED_TRACKS
+from stages.normality.model import ATTRIBUTES
 from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
 from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
 from stages.score import Scorer
@@ -149,3 +150,26 @@ def test_explanation_says_the_deviation_lasts(model: NormalityModel) -> None:
     assert top.score == pytest.approx(float(s.sustained_scores[2, j]))
     assert "so for most of its last 20 analysed frames" in top.sentence and "normal tracks" in top.sentence
     assert top.observed.startswith("mean score")
+
+
+@pytest.mark.parametrize(("fast_frames", "fast", "slow"), [(10, 3.0, 0.5), (30, 1.5, 1.5)])
+def test_sustained_speed_reason_gives_the_tracks_mean_speed(
+    model: NormalityModel, fast_frames: int, fast: float, slow: float
+) -> None:
+    """A sustained speed reason speaks of the track's mean speed over the frames the evidence covers,
+    not of this frame's speed (which may be normal by now)."""
+    explainer, rng = Explainer(model), np.random.default_rng(3)
+    names = ATTRIBUTES
+    j = names.index("speed")
+    speeds: list[float] = []
+    for t in range(30):
+        attrs = frame_sample([Walker(1, speed=fast if t < fast_frames else slow)], t / 10, rng).attributes
+        speeds.append(float(attrs.speed[0]))
+        now, held = np.zeros((1, len(names))), np.full((1, len(names)), np.nan)
+        now[0, j], held[0, j] = 0.5, 4.0  # the sustained evidence is the stronger score
+        s = Scores(attrs.track_id.astype(np.int64), names, now, np.array([4.0]), 4.0, 4.0, held)
+        reason = explainer.explain(attrs, s, None).objects[0].reasons[0]
+    mean = float(np.mean(speeds[-model.sustained_window :]))
+    assert reason.attribute == "speed" and reason.score == pytest.approx(4.0)
+    assert f"moving {mean:.1f} body-heights/s on average (now {speeds[-1]:.1f})" in reason.sentence
+    assert "so for most of its last 20 analysed frames" in reason.sentence
