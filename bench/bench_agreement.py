@@ -124,7 +124,14 @@ def _q(values: list[float] | np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(v, q)), 4) if len(v) else None
 
 
-def compare(ref: list[FramePacket], got: list[FramePacket], threshold: float) -> dict[str, object]:
+def _still_merged(hist: np.ndarray, n_ori: int) -> np.ndarray:
+    """A motion histogram with its slowest magnitude ring (< 0.25 box-heights/s) summed into one bin."""
+    return np.concatenate([[hist[:n_ori].sum()], hist[n_ori:]])
+
+
+def compare(
+    ref: list[FramePacket], got: list[FramePacket], threshold: float, n_ori: int
+) -> dict[str, object]:
     n_ref = n_got = 0
     ious: list[float] = []
     epe_moving: list[np.ndarray] = []
@@ -132,6 +139,7 @@ def compare(ref: list[FramePacket], got: list[FramePacket], threshold: float) ->
     d_speed: list[float] = []
     d_flow_speed: list[float] = []
     d_hist: list[float] = []
+    d_hist_still: list[float] = []  # the slowest magnitude ring as one bin: its orientation is flow noise
     d_obj: list[float] = []
     f_ref, f_got = [], []
     for r, g in zip(ref, got, strict=True):
@@ -155,6 +163,8 @@ def compare(ref: list[FramePacket], got: list[FramePacket], threshold: float) ->
             d_speed.append(abs(float(ra.speed[i]) - float(ga.speed[j])))
             d_flow_speed.append(abs(float(ra.flow_speed[i]) - float(ga.flow_speed[j])))
             d_hist.append(float(np.abs(ra.motion_hist[i] - ga.motion_hist[j]).sum()))
+            merged = _still_merged(ra.motion_hist[i], n_ori) - _still_merged(ga.motion_hist[j], n_ori)
+            d_hist_still.append(float(np.abs(merged).sum()))
             d_obj.append(abs(float(rs.object_score[i]) - float(gs.object_score[j])))
         f_ref.append(rs.frame_score)
         f_got.append(gs.frame_score)
@@ -176,6 +186,7 @@ def compare(ref: list[FramePacket], got: list[FramePacket], threshold: float) ->
         "speed_abs_diff": {"median": _q(d_speed, 50), "p90": _q(d_speed, 90)},
         "flow_speed_abs_diff": {"median": _q(d_flow_speed, 50), "p90": _q(d_flow_speed, 90)},
         "motion_hist_l1": {"median": _q(d_hist, 50), "p90": _q(d_hist, 90)},
+        "motion_hist_l1_still_ring_merged": {"median": _q(d_hist_still, 50), "p90": _q(d_hist_still, 90)},
         "object_score_abs_diff": {"median": _q(d_obj, 50), "p90": _q(d_obj, 90)},
         "frame_score_abs_diff": {
             "median": _q(np.abs(fr - fg), 50),
@@ -232,7 +243,7 @@ def main() -> None:
         for setting in args.settings:
             got, events, cpu = run(with_overrides(raw, f"{args.reference},{setting}"), model, frames)
             row[setting] = {
-                **compare(ref, got, threshold),
+                **compare(ref, got, threshold, ref_cfg.attributes.motion_bins[1]),
                 "events": events,
                 "cpu_ms_per_frame": round(cpu, 1),
             }
