@@ -206,6 +206,13 @@ class FlowConfig(Section):
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
     scale: float = Field(1.0, gt=0, le=1, description="compute flow on the frame scaled by this")
     preset: Literal["ultrafast", "fast", "medium"] = "fast"
+    opencv_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="OpenCV's thread pool, set when the flow stage starts (process-wide: flow, attributes, "
+        "moving regions); 0: OpenCV's default (one per core)",
+    )
 
 
 class AttributesConfig(Section):

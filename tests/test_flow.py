@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -10,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import FlowConfig
+from pipeline.config import AttributesConfig, FlowConfig
 from pipeline.errors import ConfigError, PacketError
 from pipeline.harness import FramesSource, run_stages
-from pipeline.packets import Frame
+from pipeline.packets import Detections, FlowField, Frame
+from stages.attributes import AttributeExtractor
 from stages.flow import DisFlow, FlowEstimator, FlowStage, to_grey
 
 
@@ -133,3 +135,50 @@ def test_stage_in_runner_frees_camera_state(train_frames: list[np.ndarray]) -> N
     assert [p.flow.valid for p in packets if p.flow] == [False] + [True] * (len(frames) - 1)
     assert all(p.flow.flow.shape == (120, 180, 2) for p in packets if p.flow)
     assert stage.estimator.cameras == ()  # freed at end of stream
+
+
+@pytest.fixture
+def restore_opencv_threads() -> Iterator[None]:
+    """OpenCV's pool is process-wide: put it back for the other tests."""
+    before = cv2.getNumThreads()
+    yield
+    cv2.setNumThreads(before)
+
+
+def _flow_and_regions(images: list[np.ndarray], scale: float) -> tuple[list[FlowField], list[np.ndarray]]:
+    """Flow fields and moving-region attributes (no detections: every motion is a region) of `images`."""
+    flows = FlowEstimator("fast", scale)
+    # low thresholds, so Ped2's slow walkers (no detections here) make moving regions
+    extractor = AttributeExtractor(AttributesConfig(blob_min_flow=0.2, blob_min_area=0.0005))
+    fields, rows = [], []
+    for i, im in enumerate(images):
+        f = frame(im, i, i / 10)
+        field = flows(f)
+        attrs = extractor(f, Detections.empty(), field)
+        fields.append(field)
+        rows.append(np.concatenate([attrs.xyxy, attrs.motion_hist, attrs.flow_speed[:, None]], axis=1))
+    return fields, rows
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_one_opencv_thread_gives_the_same_flow_and_regions(
+    train_frames: list[np.ndarray], scale: float, restore_opencv_threads: None
+) -> None:
+    cv2.setNumThreads(2)
+    pooled = _flow_and_regions(train_frames, scale)
+    FlowStage(FlowConfig(scale=scale, opencv_threads=1)).on_start()
+    assert cv2.getNumThreads() == 1
+    single = _flow_and_regions(train_frames, scale)
+    assert any(f.valid and float(np.abs(f.flow).max()) > 0.5 for f in single[0])  # people move
+    if scale == 1.0:  # and form moving regions (the half-scale grid's are opened away)
+        assert sum(len(r) for r in single[1]) > 0
+    for a, b in zip(pooled[0], single[0], strict=True):
+        assert np.array_equal(a.flow, b.flow)
+    for a, b in zip(pooled[1], single[1], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_opencv_threads_zero_leaves_the_pool_alone(restore_opencv_threads: None) -> None:
+    cv2.setNumThreads(2)
+    FlowStage(FlowConfig(opencv_threads=0)).on_start()
+    assert cv2.getNumThreads() == 2
