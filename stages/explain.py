@@ -29,6 +29,9 @@ from stages.normality.model import NormalityModel
 from stages.score import ANY_CAMERA, TrackSmoother
 
 MAX_REASONS = 5
+#: an attribute scoring under this (-log10 p: one normal object in ten scores higher) is nothing unusual
+#: and gives no reason; most normal objects then need no sentences at all
+MIN_REASON_SCORE = 1.0
 COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", "up-right")  # image axes
 
 
@@ -63,9 +66,9 @@ class Explainer:
         mean_speed = self._mean_speed(attrs.track_id, attrs.speed.astype(np.float64))
         for i in range(len(attrs)):
             row = strongest[i]
-            # ranked by calibrated score; attributes scoring 0 (nothing unusual) give no reason
+            # ranked by calibrated score; attributes under MIN_REASON_SCORE give no reason
             ranked = [int(j) for j in np.argsort(-np.nan_to_num(row, nan=-1.0), kind="stable")]
-            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] > 0]
+            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] >= MIN_REASON_SCORE]
             ranked = self._class_first(ranked, scores.attribute_names, i, int(cls[i]), attrs)
             top = ranked[: self.max_reasons]
             speed = float(mean_speed[i])
