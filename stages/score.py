@@ -17,6 +17,7 @@ Frame score = max over objects (0 with none); `smoothed_score` = causal trailing
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -51,7 +52,9 @@ def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
 
 
 class TrackSmoother:
-    """Causal per-track mean of the last `window` scores (a younger track: of the scores it has)."""
+    """Causal per-track mean of the last `window` values (a younger track: of the values it has).
+
+    A NaN value (not measured this frame) is not kept: the mean of the others, NaN while none."""
 
     def __init__(self, window: int, expiry_frames: int = 50) -> None:
         self.window = window
@@ -69,9 +72,10 @@ class TrackSmoother:
                 out[i] = value
                 continue
             _, recent = self._tracks.get(tid, (0, deque(maxlen=self.window)))
-            recent.append(float(value))
+            if math.isfinite(value):
+                recent.append(float(value))
             self._tracks[tid] = (self._frame, recent)
-            out[i] = sum(recent) / len(recent)
+            out[i] = sum(recent) / len(recent) if recent else math.nan
         if self._frame % self.expiry_frames == 0:
             cutoff = self._frame - self.expiry_frames
             self._tracks = {t: v for t, v in self._tracks.items() if v[0] >= cutoff}

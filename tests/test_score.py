@@ -178,3 +178,18 @@ def test_track_smoother_damps_flicker_within_a_track_not_onset(window: int) -> N
     assert persistent == pytest.approx([6.0] * steps)  # scored at onset, not ramped up
     assert max(flicker) == pytest.approx(6.0 / min(window, 3))  # a spike is averaged with the track's past
     assert all(o[2] == pytest.approx(6.0) for o in out)  # untracked rows: their own frame's score
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([np.nan, 1.0, 3.0], [np.nan, 1.0, 2.0]),  # nothing measured yet: NaN
+        ([2.0, np.nan, 4.0], [2.0, 2.0, 3.0]),  # a frame without a value keeps the others' mean
+    ],
+)
+def test_track_smoother_leaves_unmeasured_frames_out(values: list[float], expected: list[float]) -> None:
+    from stages.score import TrackSmoother
+
+    smooth = TrackSmoother(5)
+    out = [float(smooth(np.array([3]), np.array([v]))[0]) for v in values]
+    np.testing.assert_allclose(out, expected)
