@@ -33,6 +33,20 @@ def test_perception_key(update: dict[str, dict[str, object]], max_frames: int | 
     assert (perception_key(changed, max_frames) == perception_key(base, None)) == same
 
 
+def test_perception_key_resolves_model_paths(tmp_path: Path) -> None:
+    """The same weights reached through another folder (another checkout beside ../shared) keep the key."""
+    weights = tmp_path / "models" / "det.onnx"
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    (tmp_path / "checkout").mkdir()
+    direct = VigilConfig.model_validate({"detector": {"model": str(weights)}})
+    roundabout = VigilConfig.model_validate(
+        {"detector": {"model": str(tmp_path / "checkout" / ".." / "models" / "det.onnx")}}
+    )
+    other = VigilConfig.model_validate({"detector": {"model": str(tmp_path / "models" / "other.onnx")}})
+    assert perception_key(direct, None) == perception_key(roundabout, None) != perception_key(other, None)
+
+
 def test_cache_miss_names_the_keys_found(tmp_path: Path) -> None:
     (tmp_path / "ped2" / "test").mkdir(parents=True)
     (tmp_path / "ped2" / "test" / "Test004-aaaaaaaaaaaa.npz").write_bytes(b"")

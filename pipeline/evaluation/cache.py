@@ -38,11 +38,12 @@ _EDGE_ARRAYS = ("subject", "object", "predicate", "confidence")
 
 def perception_key(config: VigilConfig, max_frames: int | None) -> str:
     """12 hex digits over the perception config sections, the frame limit and the file format."""
-    spec = {
-        "format": FORMAT_VERSION,
-        "max_frames": max_frames,
-        "config": config.model_dump(mode="json", include=set(PERCEPTION_SECTIONS)),
-    }
+    sections = config.model_dump(mode="json", include=set(PERCEPTION_SECTIONS))
+    for section in sections.values():  # the same weights reached from another checkout: the same key
+        model = section.get("model") if isinstance(section, dict) else None
+        if isinstance(model, str) and Path(model).exists():
+            section["model"] = str(Path(model).resolve())
+    spec = {"format": FORMAT_VERSION, "max_frames": max_frames, "config": sections}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
