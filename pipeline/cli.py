@@ -206,6 +206,13 @@ def load_models(config: VigilConfig, cameras: Sequence[CameraConfig]) -> dict[st
             )
             continue
         models[camera.name] = NormalityModel.load(path, device=config.scoring.device)  # ModelError if bad
+        stale = fit_command.stale_settings(models[camera.name], config)
+        if stale:
+            log.warning(
+                "normality model learnt with other perception settings: its scores may be off; "
+                "re-run `vigil fit`",
+                extra=fields(camera=camera.name, model=str(path), settings="; ".join(stale[:5])),
+            )
     return models
 
 

@@ -8,7 +8,7 @@ passwords are written as `${ENV_NAME}` in URLs and resolved from the environment
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -359,3 +359,35 @@ class VigilConfig(Section):
         if dup:
             raise ValueError(f"camera names must be unique, repeated: {', '.join(dup)}")
         return cameras
+
+
+#: config sections whose settings shape what perception measures: what a normality model was learnt on
+PERCEPTION_SECTIONS = ("detector", "pose", "appearance", "flow", "attributes", "scene_graph")
+#: fields that change how perception runs, not what it measures
+_RUNTIME_FIELDS = frozenset({"device", "format", "inference_threads", "torch_threads", "batch"})
+
+
+def perception_settings(config: VigilConfig) -> dict[str, Any]:
+    """{"section.field": value} of the settings that shape perception's measurements (model paths
+    resolved, so the same weights reached from another folder compare equal)."""
+    out: dict[str, Any] = {}
+    for name in PERCEPTION_SECTIONS:
+        for key, value in getattr(config, name).model_dump(mode="json").items():
+            if key in _RUNTIME_FIELDS:
+                continue
+            if key == "model" and isinstance(value, str) and Path(value).exists():
+                value = str(Path(value).resolve())
+            out[f"{name}.{key}"] = value
+    return out
+
+
+def perception_differences(learnt: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """ "pose.min_box_area: 0.0 -> 1024.0" for every setting that differs (a model without recorded
+    settings, from before they were recorded: none)."""
+    if not learnt:
+        return []
+    return [
+        f"{key}: {learnt.get(key, 'unset')} -> {now.get(key, 'unset')}"
+        for key in sorted(set(learnt) | set(now))
+        if learnt.get(key) != now.get(key)
+    ]

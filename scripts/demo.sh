@@ -19,6 +19,17 @@ if [[ -f $model && -z ${REFIT:-} ]] &&
     echo "demo: $model was made by another Vigil version; learning it again" >&2
     REFIT=1
 fi
+# a model learnt with other perception settings (config.yaml changed since): learn it again
+if [[ -f $model && -z ${REFIT:-} ]] && ! .venv/bin/python -c "
+import sys
+from pipeline.commands.fit import stale_settings
+from pipeline.configfile import load_config
+from stages.normality import NormalityModel
+stale = stale_settings(NormalityModel.load(sys.argv[1]), load_config('config.yaml'))
+print('demo: config.yaml measures differently from the model (' + '; '.join(stale[:3]) + '); learning it again', file=sys.stderr) if stale else None
+sys.exit(1 if stale else 0)" "$model"; then
+    REFIT=1
+fi
 if [[ ! -f $model || -n ${REFIT:-} ]]; then
     echo "demo: learning normality for camera 'ped2' from $data/train (16 clips; minutes on a 2-core CPU)" >&2
     .venv/bin/vigil fit --camera ped2 "$data/train" -c config.yaml --out "$model"

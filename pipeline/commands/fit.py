@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pipeline.config import VigilConfig
+from pipeline.config import VigilConfig, perception_differences, perception_settings
 from pipeline.errors import ConfigError, SourceError
 from pipeline.packets import Frame
 from pipeline.sources.base import Source, SourceMonitor
@@ -137,7 +137,15 @@ def fit_camera(
     from stages.normality import fit_normality
 
     samples = collect_samples(config, camera, files, max_frames)
-    return fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
+    model = fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
+    model.perception = perception_settings(config)
+    return model
+
+
+def stale_settings(model: NormalityModel, config: VigilConfig) -> list[str]:
+    """The perception settings that differ between the model's footage and `config` (empty: none, or
+    not recorded)."""
+    return perception_differences(model.perception, perception_settings(config))
 
 
 def model_path(config: VigilConfig, camera: str, out: str | None) -> Path:

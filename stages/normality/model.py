@@ -71,6 +71,9 @@ class NormalityModel:
     sustained_min_frames: int = 0
     sustained_calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
     holdout_sustained: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
+    #: the perception settings its footage was measured with (pipeline.config.perception_settings);
+    #: empty when not recorded (a warm-up model, or a fit from samples)
+    perception: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cells(self) -> int:
@@ -108,6 +111,7 @@ class NormalityModel:
             "class_names": list(self.class_names),
             "grid": list(self.grid),
             "config": self.config,
+            "perception": self.perception,
             "counts": self.counts,
             "attributes": list(ATTRIBUTES),
             "sustained": {
@@ -184,6 +188,7 @@ class NormalityModel:
                     for c in meta["sustained"]["attributes"]
                 },
                 holdout_sustained=arrays["holdout_sustained"],
+                perception=dict(meta.get("perception", {})),
             )
         except KeyError as exc:
             raise ModelError(
