@@ -48,6 +48,13 @@ class SourceConfig(Section):
         description="decode on the GPU (NVDEC through FFmpeg): auto = when a CUDA GPU is there; "
         "falls back to the CPU when the device cannot be opened",
     )
+    decode_threads: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="FFmpeg decoder threads per camera (CPU decoding); 1: the stages already use the "
+        "cores, a second decoder thread only competes with them; 0: FFmpeg's choice",
+    )
 
 
 class HttpConfig(Section):

@@ -215,6 +215,23 @@ def test_factory_passes_the_decoder_setting(ped2: Path) -> None:
     assert isinstance(source, FileSource) and source.decode.device is None
 
 
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_decoder_threads_give_the_same_pictures(ped2: Path, threads: int) -> None:
+    """`source.decode_threads` changes how FFmpeg decodes (1 thread by default), not what."""
+    path = ped2 / CLIPS[0]
+    source = make_source(CameraConfig(name="c", url=str(path)), SourceConfig(decode_threads=threads))
+    assert isinstance(source, FileSource) and source.decode_threads == threads
+    frames = drain(source)
+    reference = drain(FileSource("ped2", path, decode_threads=0))
+    assert len(frames) == len(reference) == count_frames(path)
+    for i in (0, len(frames) // 2, len(frames) - 1):
+        np.testing.assert_array_equal(frames[i].image, reference[i].image)
+
+
+def test_decoder_threads_default_to_one() -> None:
+    assert SourceConfig().decode_threads == 1
+
+
 @pytest.mark.skipif(not HAS_CUDA_DECODE, reason="needs a CUDA GPU and FFmpeg with NVDEC")
 def test_cuda_decoding_gives_the_same_pictures(ped2: Path) -> None:
     path = ped2 / CLIPS[0]

@@ -62,8 +62,16 @@ def stream_fps(stream: av.video.stream.VideoStream, default: float = DEFAULT_FPS
     return default
 
 
-def first_video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    return container.streams.video[0] if container.streams.video else None
+def first_video_stream(
+    container: av.container.InputContainer, threads: int = 0
+) -> av.video.stream.VideoStream | None:
+    """The first video stream, set to decode on `threads` FFmpeg threads (0: FFmpeg's choice)."""
+    if not container.streams.video:
+        return None
+    stream = container.streams.video[0]
+    if threads:
+        stream.codec_context.thread_count = threads
+    return stream
 
 
 def to_bgr(frame: av.video.frame.VideoFrame) -> np.ndarray:

@@ -31,4 +31,4 @@ def make_source(camera: CameraConfig, source: SourceConfig) -> Source:
         return RtspSource(camera.name, camera.url, source)
     if kind == "folder":
         return FolderSource(camera.name, camera.url, camera.fps)
-    return FileSource(camera.name, camera.url, source.hwaccel)
+    return FileSource(camera.name, camera.url, source.hwaccel, source.decode_threads)

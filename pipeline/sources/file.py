@@ -35,10 +35,11 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, camera: str, path: str | Path, hwaccel: str = "none") -> None:
+    def __init__(self, camera: str, path: str | Path, hwaccel: str = "none", decode_threads: int = 1) -> None:
         self.camera = camera
         self.path = Path(path)
         self.decode = HardwareDecode(hwaccel, camera)
+        self.decode_threads = decode_threads
 
     def _open(self) -> av.container.InputContainer:
         try:
@@ -49,7 +50,7 @@ class FileSource(Source):
     def frames(self, stop: threading.Event, monitor: SourceMonitor) -> Iterator[Frame]:
         container = self._open()
         with container:
-            stream = first_video_stream(container)
+            stream = first_video_stream(container, self.decode_threads)
             if stream is None:
                 raise SourceError(f"cannot read video file {self.path}: it has no video stream")
             fps = stream_fps(stream)

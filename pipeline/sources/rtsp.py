@@ -143,7 +143,7 @@ class RtspSource(Source):
         except NETWORK_ERRORS as exc:
             return False, describe_error(exc, cfg.stall_timeout_s)
         with container:
-            stream = first_video_stream(container)
+            stream = first_video_stream(container, cfg.decode_threads)
             if stream is None:
                 return False, "the stream has no video track"
             fps = stream_fps(stream)
