@@ -382,10 +382,16 @@ def perception_settings(config: VigilConfig) -> dict[str, Any]:
         for key, value in getattr(config, name).model_dump(mode="json").items():
             if key in _RUNTIME_FIELDS:
                 continue
-            if key == "model" and isinstance(value, str) and Path(value).exists():
-                value = str(Path(value).resolve())
-            out[f"{name}.{key}"] = value
+            out[f"{name}.{key}"] = resolved_model(value) if key == "model" else value
     return out
+
+
+def resolved_model(value: Any) -> Any:
+    """A section's `model` value with an existing path made absolute and free of '..', so the same
+    weights reached from another folder (another checkout beside ../shared) compare equal."""
+    if isinstance(value, str) and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
 
 
 def perception_differences(learnt: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import VigilConfig
+from pipeline.config import PERCEPTION_SECTIONS, VigilConfig, resolved_model
 from pipeline.errors import ConfigError, PacketError
 from pipeline.packets import Frame, FramePacket, ObjectAttributes, SceneGraph
 from pipeline.sources.base import Source, SourceMonitor
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from stages.normality import FrameSample
 
 FORMAT_VERSION = 1
-#: config sections whose change changes what perception outputs
-PERCEPTION_SECTIONS = ("detector", "pose", "appearance", "flow", "attributes", "scene_graph")
 _ATTR_ARRAYS = tuple(f.name for f in fields(ObjectAttributes) if f.name != "class_names")
 _NODE_ARRAYS = ("node_ids", "node_labels")
 _EDGE_ARRAYS = ("subject", "object", "predicate", "confidence")
@@ -40,9 +38,8 @@ def perception_key(config: VigilConfig, max_frames: int | None) -> str:
     """12 hex digits over the perception config sections, the frame limit and the file format."""
     sections = config.model_dump(mode="json", include=set(PERCEPTION_SECTIONS))
     for section in sections.values():  # the same weights reached from another checkout: the same key
-        model = section.get("model") if isinstance(section, dict) else None
-        if isinstance(model, str) and Path(model).exists():
-            section["model"] = str(Path(model).resolve())
+        if isinstance(section, dict) and "model" in section:
+            section["model"] = resolved_model(section["model"])
     spec = {"format": FORMAT_VERSION, "max_frames": max_frames, "config": sections}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
