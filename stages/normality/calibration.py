@@ -59,15 +59,10 @@ class TailCalibrator:
         """Calibrated scores; NaN stays NaN. Unfitted (no held-out data): raw is taken as -ln p."""
         raw = np.asarray(raw, np.float64)
         if not self.fitted:
-            return np.clip(raw / np.log(10), 0.0, MAX_SCORE)
+            return _unfitted_scores(raw)
         m = len(self.values)
-        # share of held-out values >= x, on the stored quantiles (they stand for n values evenly)
         ge = m - np.searchsorted(self.values, raw, side="left")
-        surv = (ge / m * self.n + 1.0) / (self.n + 1.0)
-        q99 = self.q99
-        tail = TAIL_P * np.exp(-np.maximum(raw - q99, 0.0) / self.tail_scale)  # used above q99 only
-        surv = np.where(raw > q99, np.minimum(surv, tail), surv)
-        out = np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
+        out = _tail_scores(raw, ge / m, self.n, self.q99, self.tail_scale)
         return np.where(np.isfinite(raw), out, np.nan)
 
     def inverse(self, score: float) -> float:
@@ -138,14 +133,31 @@ class CalibratorTable:
         key = _column_keys(np.broadcast_to(self._columns, raw.shape), np.where(finite, raw, 0.0))
         below = np.searchsorted(self._keys, key, side="left") - self._start
         ge = self._m - below
-        surv = (ge / self._m * self._n + 1.0) / (self._n + 1.0)
-        tail = TAIL_P * np.exp(-np.maximum(raw - self._q99, 0.0) / self._scale)
-        surv = np.where(raw > self._q99, np.minimum(surv, tail), surv)
-        out = np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
-        unfitted = np.clip(raw / np.log(10), 0.0, MAX_SCORE)
-        out = np.where(self._fitted, out, unfitted)
+        out = _tail_scores(raw, ge / self._m, self._n, self._q99, self._scale)
+        out = np.where(self._fitted, out, _unfitted_scores(raw))
         # as TailCalibrator: a fitted one gives NaN for any non-finite raw, an unfitted one clips +-inf
         return np.where((finite | ~self._fitted) & self._present, out, np.nan)
+
+
+def _tail_scores(
+    raw: np.ndarray,
+    share_ge: np.ndarray,
+    n: np.ndarray | int,
+    q99: np.ndarray | float,
+    scale: np.ndarray | float,
+) -> np.ndarray:
+    """-log10 of the tail probability of `raw`: the share of stored held-out quantiles >= raw (they stand
+    for n values evenly; +1 smoothing) up to the 99th percentile, above it the smaller of that and the
+    fitted exponential tail. The one formula of TailCalibrator and CalibratorTable."""
+    surv = (share_ge * n + 1.0) / (n + 1.0)
+    tail = TAIL_P * np.exp(-np.maximum(raw - q99, 0.0) / scale)  # used above q99 only
+    surv = np.where(raw > q99, np.minimum(surv, tail), surv)
+    return np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
+
+
+def _unfitted_scores(raw: np.ndarray) -> np.ndarray:
+    """No held-out data: the raw score is taken as -ln p."""
+    return np.clip(raw / np.log(10), 0.0, MAX_SCORE)
 
 
 def _column_keys(column: np.ndarray, value: np.ndarray) -> np.ndarray:
