@@ -225,6 +225,12 @@ class FlowConfig(Section):
 class AttributesConfig(Section):
     grid: tuple[int, int] = (6, 8)  # rows, cols of the place grid
     velocity_window: int = Field(5, ge=2, le=100)
+    velocity_from: Literal["edges", "ground"] = Field(
+        "edges",
+        description="edges: per axis, the slower of the box's two opposite edges when both move the same "
+        "way, else 0 (a box that stretches or shrinks, as when other people hide a walker's legs, is not "
+        "moving); ground: the bottom-centre point's own slope",
+    )
     motion_bins: tuple[int, int] = (4, 8)  # magnitude x orientation
     blob_min_area: float = Field(0.002, gt=0, le=1, description="share of frame area for unexplained motion")
     blob_min_flow: float = Field(1.0, gt=0, description="pixels per frame")
@@ -300,7 +306,7 @@ class ScoringConfig(Section):
         20,
         ge=0,
         le=1000,
-        description="sustained evidence: mean of a track's last N calibrated scores per attribute (0: off)",
+        description="sustained evidence: median of a track's last N calibrated scores per attribute (0: off)",
     )
     sustained_min_frames: int = Field(
         10, ge=1, le=1000, description="applicable frames a track needs before its sustained evidence counts"

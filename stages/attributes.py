@@ -81,7 +81,9 @@ class AttributeExtractor:
 
     def add_camera(self, camera: str) -> None:
         c = self.config
-        history = TrackHistory(c.velocity_window, c.dwell_radius, c.max_history, c.track_expiry_s)
+        history = TrackHistory(
+            c.velocity_window, c.dwell_radius, c.max_history, c.track_expiry_s, c.velocity_from
+        )
         self._cameras[camera] = _Camera(history)
 
     def drop_camera(self, camera: str) -> None:
@@ -156,7 +158,7 @@ class AttributeExtractor:
             tid = int(track_id[i])
             if i < n_det and tid < 0:  # an untracked detection has no history
                 continue
-            k = cam.history.update(tid, frame.pts, (float(gx[i]), float(gy[i])), float(box_h[i]))
+            k = cam.history.update(tid, frame.pts, tuple(xyxy[i].tolist()))
             velocity[i] = k.velocity
             scale_rate[i], dwell[i], age[i] = k.scale_rate, k.dwell, k.age
         cam.history.expire(frame.pts)

@@ -1,8 +1,17 @@
-"""Per-camera history of tracked objects: where each track's ground point was, and when.
+"""Per-camera history of tracked objects: where each track's box was, and when.
 
 Kinematics are computed in scale-free units: pixel displacements divided by the box height in
 pixels, over real seconds from the frames' pts, so neither the image size nor the analysis stride
 changes the numbers.
+
+Velocity. A box moves when the object moves, but also when it changes shape: in a crowd the
+detector's box of a walker loses and regains the legs that other people hide, and its bottom edge
+(the ground point) jumps up and down by a third of a body-height while the walker is slow. So by
+default (`velocity_from="edges"`) each axis takes the slopes of the box's two opposite edges (left
+and right, top and bottom) and keeps the slower one when both move the same way, else 0: the
+"minmod" of the two, as slope limiters in numerical schemes do. A box that translates keeps its
+speed; one that only stretches or shrinks has none. `velocity_from="ground"` is the plain slope of
+the bottom-centre point.
 """
 
 from __future__ import annotations
@@ -26,19 +35,21 @@ class Kinematics:
 @dataclass(slots=True)
 class _Track:
     t: list[float] = field(default_factory=list)
-    x: list[float] = field(default_factory=list)  # ground point, pixels
-    y: list[float] = field(default_factory=list)
-    h: list[float] = field(default_factory=list)  # box height, pixels
+    x1: list[float] = field(default_factory=list)  # box edges, pixels
+    y1: list[float] = field(default_factory=list)
+    x2: list[float] = field(default_factory=list)
+    y2: list[float] = field(default_factory=list)
     age: int = 0
 
-    def append(self, t: float, x: float, y: float, h: float, keep: int) -> None:
-        self.t.append(t)
-        self.x.append(x)
-        self.y.append(y)
-        self.h.append(h)
+    def columns(self) -> tuple[list[float], ...]:
+        return (self.t, self.x1, self.y1, self.x2, self.y2)
+
+    def append(self, t: float, box: tuple[float, float, float, float], keep: int) -> None:
+        for values, v in zip(self.columns(), (t, *box), strict=True):
+            values.append(v)
         self.age += 1
         if len(self.t) > 2 * keep:  # trim in chunks so appends stay amortised O(1)
-            for values in (self.t, self.x, self.y, self.h):
+            for values in self.columns():
                 del values[:-keep]
 
 
@@ -54,6 +65,13 @@ def slope(t: list[float], v: list[float]) -> float:
     return sum((ti - tm) * (vi - vm) for ti, vi in zip(t, v, strict=True)) / den
 
 
+def minmod(a: float, b: float) -> float:
+    """The smaller in magnitude of `a` and `b` when they have the same sign, else 0 (NaN in, NaN out)."""
+    if a * b > 0:
+        return a if abs(a) < abs(b) else b
+    return float("nan") if math.isnan(a) or math.isnan(b) else 0.0
+
+
 class TrackHistory:
     """Track states of ONE camera; expires tracks not seen for `expiry_s` seconds."""
 
@@ -63,9 +81,13 @@ class TrackHistory:
         dwell_radius: float = 1.0,
         max_samples: int = 3000,
         expiry_s: float = 2.0,
+        velocity_from: str = "edges",
     ) -> None:
         if velocity_window < 2:
             raise ValueError(f"velocity_window: expected >= 2, got {velocity_window}")
+        if velocity_from not in ("edges", "ground"):
+            raise ValueError(f"velocity_from: expected 'edges' or 'ground', got {velocity_from!r}")
+        self.velocity_from = velocity_from
         self.velocity_window = velocity_window
         self.dwell_radius = dwell_radius
         self.max_samples = max(max_samples, velocity_window)
@@ -78,18 +100,18 @@ class TrackHistory:
     def __contains__(self, track_id: int) -> bool:
         return track_id in self._tracks
 
-    def update(self, track_id: int, t: float, ground_px: tuple[float, float], height_px: float) -> Kinematics:
-        """Record track `track_id` at time `t` (seconds) and return its kinematics."""
+    def update(self, track_id: int, t: float, box_px: tuple[float, float, float, float]) -> Kinematics:
+        """Record track `track_id`'s box (x1, y1, x2, y2 pixels) at time `t` (seconds) and return its
+        kinematics."""
         track = self._tracks.get(track_id)
         if track is None or (track.t and t < track.t[-1]):  # new, or the clock went back: restart it
             track = self._tracks[track_id] = _Track()
         elif track.t and t == track.t[-1]:  # seen twice in one frame: the later sighting replaces it
-            for values in (track.t, track.x, track.y, track.h):
+            for values in track.columns():
                 values.pop()
             track.age -= 1
-        track.append(
-            t, float(ground_px[0]), float(ground_px[1]), max(float(height_px), 1e-6), self.max_samples
-        )
+        x1, y1, x2, y2 = (float(v) for v in box_px)
+        track.append(t, (x1, y1, x2, max(y2, y1 + 1.0)), self.max_samples)
         return self._kinematics(track)
 
     def expire(self, now: float) -> None:
@@ -101,16 +123,24 @@ class TrackHistory:
     def _kinematics(self, track: _Track) -> Kinematics:
         w = min(len(track.t), self.velocity_window)
         t = track.t[-w:]
-        h_now = track.h[-1]
+        h_now = track.y2[-1] - track.y1[-1]
         if w >= 2:
-            h = track.h[-w:]
+            x1, y1, x2, y2 = track.x1[-w:], track.y1[-w:], track.x2[-w:], track.y2[-w:]
+            h = [b - a for a, b in zip(y1, y2, strict=True)]
             h_mean = sum(h) / w
-            velocity = (slope(t, track.x[-w:]) / h_mean, slope(t, track.y[-w:]) / h_mean)
+            if self.velocity_from == "edges":
+                vx = minmod(slope(t, x1), slope(t, x2))
+                vy = minmod(slope(t, y1), slope(t, y2))
+            else:
+                vx = slope(t, [(a + b) / 2 for a, b in zip(x1, x2, strict=True)])
+                vy = slope(t, y2)
+            velocity = (vx / h_mean, vy / h_mean)
             scale_rate = slope(t, [math.log(v) for v in h])
         else:
             velocity, scale_rate = (float("nan"), float("nan")), float("nan")
-        # dwell: time since the earliest sample from which on the object stayed near where it is now
-        xs, ys = np.asarray(track.x), np.asarray(track.y)
+        # dwell: time since the earliest sample from which on the ground point stayed near where it is now
+        xs = (np.asarray(track.x1) + np.asarray(track.x2)) / 2
+        ys = np.asarray(track.y2)
         far = np.hypot(xs - xs[-1], ys - ys[-1]) > self.dwell_radius * h_now
         last_far = int(np.flatnonzero(far)[-1]) if far.any() else -1
         start = last_far + 1 if last_far >= 0 else 0

@@ -106,18 +106,52 @@ def test_first_sighting_has_no_kinematics_and_untracked_has_no_history() -> None
 def test_clock_going_back_restarts_a_track_and_a_repeat_replaces() -> None:
     hist = TrackHistory(velocity_window=3)
     for i in range(3):
-        hist.update(1, i / 10, (10.0 * i, 0.0), 10.0)
-    assert hist.update(1, 0.2, (25.0, 0.0), 10.0).age == 3  # same time again: replaces the last sample
-    restarted = hist.update(1, 0.0, (0.0, 0.0), 10.0)
+        hist.update(1, i / 10, (10.0 * i, 0.0, 10.0 * i + 5, 10.0))
+    assert hist.update(1, 0.2, (25.0, 0.0, 30.0, 10.0)).age == 3  # same time again: replaces the last sample
+    restarted = hist.update(1, 0.0, (0.0, 0.0, 5.0, 10.0))
     assert restarted.age == 1 and np.isnan(restarted.velocity).all()
 
 
 def test_tracks_expire() -> None:
     hist = TrackHistory(velocity_window=3, expiry_s=1.0)
-    hist.update(1, 0.0, (0.0, 0.0), 10.0)
-    hist.update(2, 1.5, (0.0, 0.0), 10.0)
+    hist.update(1, 0.0, (0.0, 0.0, 5.0, 10.0))
+    hist.update(2, 1.5, (0.0, 0.0, 5.0, 10.0))
     hist.expire(1.5)
     assert 1 not in hist and 2 in hist and len(hist) == 1
+
+
+def _walk(velocity_from: str, boxes: list[tuple[float, float, float, float]]) -> tuple[float, float]:
+    hist = TrackHistory(velocity_window=5, velocity_from=velocity_from)
+    for i, box in enumerate(boxes):
+        k = hist.update(7, i / 10, box)
+    return k.velocity
+
+
+@pytest.mark.parametrize("velocity_from", ["edges", "ground"])
+def test_a_translating_box_moves_at_its_speed_either_way(velocity_from: str) -> None:
+    boxes = [(100.0 + 4 * i, 50.0 - 2 * i, 110.0 + 4 * i, 90.0 - 2 * i) for i in range(5)]  # 40 px tall
+    assert np.allclose(_walk(velocity_from, boxes), (1.0, -0.5))  # 40 / 20 px/s over 40 px
+
+
+@pytest.mark.parametrize(
+    ("velocity_from", "moving"),
+    [("edges", False), ("ground", True)],
+)
+def test_a_box_whose_bottom_edge_jumps_moves_only_by_the_ground_point(
+    velocity_from: str, moving: bool
+) -> None:
+    # a still walker whose legs other people hide and reveal: the bottom edge jumps, the top stays
+    bottoms = [90.0, 90.0, 76.0, 76.0, 62.0]
+    boxes = [(100.0, 50.0, 110.0, b) for b in bottoms]
+    vx, vy = _walk(velocity_from, boxes)
+    assert vx == 0.0 and (abs(vy) > 1.0) is moving
+
+
+def test_edges_take_the_slower_edge_and_zero_when_they_disagree() -> None:
+    growing = [(100.0 - i, 50.0, 110.0 + 3 * i, 90.0) for i in range(5)]  # both edges outwards
+    assert _walk("edges", growing)[0] == 0.0  # the edges move apart: the box only widens
+    sliding = [(100.0 + i, 50.0, 110.0 + 3 * i, 90.0) for i in range(5)]  # both right, 10 and 30 px/s
+    assert np.isclose(_walk("edges", sliding)[0], 10.0 / 40.0)
 
 
 def test_flow_speed_and_motion_histogram_from_uniform_flow() -> None:
