@@ -122,16 +122,16 @@ class Explainer:
         base = self._reason(a, now if math.isfinite(now) else 0.0, i, k, attrs, graph)
         window = self.model.sustained_window
         cal = self.model.sustained_calibrators[a]
-        mean, q99 = cal.inverse(held), cal.q99
+        median, q99 = cal.inverse(held), cal.q99
         text = self._sustained_speed_text(i, k, attrs, mean_speed) if a == "speed" else None
         text = text or _history_text(a, attrs.name_of(i), mean_speed) or base.sentence
         return Reason(
             a,
-            f"mean score {mean:.2f} over its last {window} analysed frames",
+            f"median score {median:.2f} over its last {window} analysed frames",
             f"<= {q99:.2f} (99th pct of normal tracks)",
             held,
             f"{text}; so for most of its last {window} analysed frames "
-            f"(mean score {mean:.1f}, normal tracks <= {q99:.1f})",
+            f"(median score {median:.1f}, normal tracks <= {q99:.1f})",
         )
 
     def _sustained_speed_text(self, i: int, k: int, attrs: ObjectAttributes, mean_speed: float) -> str:

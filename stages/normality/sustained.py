@@ -1,12 +1,15 @@
-"""Sustained evidence: per track and attribute, the mean calibrated score over its recent frames.
+"""Sustained evidence: per track and attribute, the median calibrated score over its recent frames.
 
 A calibrated attribute score says how rare one frame's value is. A person gliding on a skateboard
 at walking speed, or a distant rider seen only as "person", is rarely extreme in any single frame
 (-log10 p of 1.5-2.5, which normal people reach now and then), but stays moderately unusual frame
-after frame, which normal people do not. The mean of a track's last `window` calibrated scores of an
-attribute (at least `min_frames` of them applicable) is that evidence; fitted on held-out normal
-tracks, its own calibrator puts it on the same -log10 p scale as the per-frame scores, so the scorer
-can take whichever is stronger. Untracked objects (moving regions, id -1) have no sustained evidence.
+after frame, which normal people do not. The median of a track's last `window` calibrated scores of an
+attribute (at least `min_frames` of them applicable) is that evidence: the level the track stays
+at for at least half of those frames. A median, not a mean, because what it must not count is a
+few extreme frames of an otherwise normal track (a box that jumps when other people hide and reveal
+a walker's legs), which a mean carries for a whole window. Fitted on held-out normal tracks, its
+own calibrator puts it on the same -log10 p scale as the per-frame scores, so the scorer can take
+whichever is stronger. Untracked objects (moving regions, id -1) have no sustained evidence.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class _Ring:
 
 @dataclass
 class SustainedEvidence:
-    """Per-track running mean of calibrated attribute scores over the last `window` frames of the track."""
+    """Per-track running median of calibrated attribute scores over the last `window` frames of the track."""
 
     window: int
     min_frames: int
@@ -56,11 +59,12 @@ class SustainedEvidence:
             raise ValueError(f"sustained evidence: window {self.window}, min_frames {self.min_frames}")
 
     def __call__(self, track_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """(N, A) means of each object's last `window` scores per attribute; NaN where fewer than
+        """(N, A) medians of each object's last `window` scores per attribute; NaN where fewer than
         `min_frames` of them were applicable, or the object has no track."""
         self._frame += 1
         n, a = scores.shape
         out = np.full((n, a), np.nan)
+        rows, rings = [], []
         for i, tid in enumerate(track_ids.tolist()):
             if tid <= UNTRACKED:
                 continue
@@ -71,11 +75,22 @@ class SustainedEvidence:
             ring.values[ring.next] = scores[i]
             ring.next = (ring.next + 1) % self.window
             ring.last_frame = self._frame
-            seen = np.isfinite(ring.values)
-            count = seen.sum(axis=0)
-            total = np.where(seen, ring.values, 0.0).sum(axis=0)
-            out[i] = np.where(count >= self.min_frames, total / np.maximum(count, 1), np.nan)
+            rows.append(i)
+            rings.append(ring.values)
+        if rows:
+            out[rows] = nan_median(np.stack(rings), self.min_frames)
         if self._frame % self.expiry_frames == 0:
             cutoff = self._frame - self.expiry_frames
             self.tracks = {t: r for t, r in self.tracks.items() if r.last_frame >= cutoff}
         return out
+
+
+def nan_median(values: np.ndarray, min_count: int) -> np.ndarray:
+    """(M, W, A) -> (M, A): the median over axis 1 of the finite values; NaN where fewer than
+    `min_count` are finite (np.nanmedian's result without its all-NaN warnings, in one sort)."""
+    count = np.isfinite(values).sum(axis=1)  # (M, A)
+    ordered = np.sort(values, axis=1)  # NaN sort last
+    lo = np.maximum(count - 1, 0) // 2
+    hi = count // 2
+    pick = np.take_along_axis(ordered, np.stack([lo, np.minimum(hi, values.shape[1] - 1)], axis=1), axis=1)
+    return np.where(count >= max(min_count, 1), (pick[:, 0] + pick[:, 1]) / 2.0, np.nan)
