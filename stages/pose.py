@@ -23,7 +23,7 @@ from pipeline.packets import COCO_KEYPOINTS, Detections, FramePacket, Poses, Sou
 from pipeline.stage import Stage
 from stages.crops import square_crop, square_window
 from stages.detect import check_image
-from stages.yolo_loading import LoadedNet, load_net
+from stages.yolo_loading import LoadedNet, OpenVINONet, load_net
 
 
 class PoseEstimator:
@@ -257,6 +257,8 @@ class PoseStage(Stage):
 
     def on_start(self) -> None:
         set_torch_threads(self.torch_threads)
+        if isinstance(self.estimator.loaded.net, OpenVINONet):  # static networks now, not on the first frames
+            self.estimator.loaded.net.prepare()
 
     def on_source_added(self, event: SourceEvent) -> None:
         self._cache[event.camera] = {}

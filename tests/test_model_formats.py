@@ -30,9 +30,10 @@ from pipeline.boxes import box_iou
 from pipeline.config import AppearanceConfig, ModelsConfig, PoseConfig
 from pipeline.errors import ModelError
 from stages.appearance import AppearanceEncoder
+from stages.crops import square_crop, square_window
 from stages.model_export import export_yolo, resolve_format, weights_hash
 from stages.pose import PoseEstimator
-from stages.yolo_loading import fallback_device, load_net
+from stages.yolo_loading import OPENVINO_STATIC_BATCH, OpenVINONet, fallback_device, load_net
 
 CHECKED = json.loads((REPO / "tests" / "data" / "ped2_hand_checked.json").read_text())["frames"]
 FORMATS = ["onnx", "openvino"]
@@ -128,6 +129,28 @@ def test_pose_int8_stays_close_to_pytorch(
     err = np.concatenate(errors)
     assert lost <= 2 and len(err) >= 500
     assert np.median(err) < 1.0 and np.percentile(err, 90) < 3.0, (np.median(err), np.percentile(err, 90))
+
+
+def test_openvino_static_networks_give_the_dynamic_outputs(cache: Path, frames: list) -> None:
+    """Crop batches run in chunks of OPENVINO_STATIC_BATCH through networks compiled for their exact
+    shape (cheaper per call on the CPU): the same outputs to the bit as the export's dynamic network."""
+    estimator = _pose("openvino_int8", cache)
+    net = estimator.loaded.net
+    assert (
+        isinstance(net, OpenVINONet) and net.static_size == 128 and net.static_batch == OPENVINO_STATIC_BATCH
+    )
+    dynamic = OpenVINONet(next(Path(estimator.loaded.path).glob("*.xml")), threads=1)
+    crops = [
+        square_crop(image, *square_window(box, estimator.pad), 128)
+        for image, _, people in frames
+        for box in people
+    ]
+    x = torch.from_numpy(np.stack(crops)).flip(-1).permute(0, 3, 1, 2).float().div(255.0)
+    assert len(x) > 2 * OPENVINO_STATIC_BATCH
+    for batch in [1, 2, OPENVINO_STATIC_BATCH, OPENVINO_STATIC_BATCH + 1, 2 * OPENVINO_STATIC_BATCH + 1]:
+        assert torch.equal(net(x[:batch]), dynamic(x[:batch])), batch
+    big = torch.nn.functional.interpolate(x[:2], size=(160, 160))  # not the crop size: the dynamic network
+    assert torch.equal(net(big), dynamic(big))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
