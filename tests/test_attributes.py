@@ -340,3 +340,28 @@ def test_flow_spill_of_a_moving_detection_is_no_blob(region, velocity, reach: fl
 def test_a_still_detection_explains_no_moving_region_beside_it() -> None:
     flow = _flow_with([(172, 190, 110, 190, (4.0, 0.0))])  # the box itself does not move
     assert len(find_blobs(flow, (240, 360), VAN, fps=10.0, spill_reach=0.5)) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_regions_on_the_mask_rectangle_are_those_of_the_whole_grid(seed: int) -> None:
+    """`_regions` opens and labels only the bounding rectangle of the mask's pixels: the same labels
+    (in the same order) and stats as opening and labelling the whole grid."""
+    import cv2
+
+    from stages.blobs import _regions
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((180, 320), np.uint8)
+    y0, x0 = int(rng.integers(0, 90)), int(rng.integers(0, 160))  # odd and even corners
+    h, w = int(rng.integers(30, 180 - y0)), int(rng.integers(30, 320 - x0))
+    mask[y0 : y0 + h, x0 : x0 + w] = rng.random((h, w)) < 0.08  # speckle
+    for _ in range(12):  # regions of all shapes, touching each other and the rectangle's edges at times
+        y, x = int(rng.integers(y0, y0 + h)), int(rng.integers(x0, x0 + w))
+        mask[y : min(y0 + h, y + int(rng.integers(1, 15))), x : min(x0 + w, x + int(rng.integers(1, 15)))] = 1
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, want_labels, want_stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    labels, stats, (ox, oy) = _regions(mask)
+    assert count > 3
+    np.testing.assert_array_equal(stats[1:], want_stats[1:])
+    np.testing.assert_array_equal(labels, want_labels[oy : oy + labels.shape[0], ox : ox + labels.shape[1]])
+    assert (want_labels[opened == 0] == 0).all() and labels.max() == count - 1
