@@ -94,31 +94,25 @@ class Detector:
     def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Raw (N, 6) [x1, y1, x2, y2, conf, cls] float32 per image, batched when the model allows.
 
-        With per-shape networks (`loaded.rect`) images are grouped by their letterbox rectangle and
-        each group runs through the network of its shape.
+        With per-shape networks (`loaded.rect`) each image runs through the network of its letterbox
+        rectangle, one at a time (a static export takes batch 1).
         """
         rect = self.loaded.rect
-        groups: dict[tuple[int, int] | None, list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(None if rect is None else rect.shape(*image.shape[:2]), []).append(i)
-        out: list[np.ndarray] = [np.zeros((0, 6), np.float32)] * len(images)
-        for shape, members in groups.items():
-            if rect is not None and shape is not None:
-                rect.use(shape)
-            step = self.loaded.max_batch or len(members)
-            for start in range(0, len(members), step):
-                part = members[start : start + step]
-                results = self.loaded.model.predict(
-                    [images[i] for i in part],
-                    imgsz=self.imgsz,
-                    conf=self.confidence,
-                    iou=self.iou,
-                    classes=self.classes,
-                    device=self.loaded.device,
-                    verbose=False,
-                )
-                for i, r in zip(part, results, strict=True):
-                    out[i] = r.boxes.data.cpu().numpy().astype(np.float32)[:, :6]
+        if rect is not None:
+            return [rect.predict(image, self.confidence, self.iou, self.classes) for image in images]
+        out: list[np.ndarray] = []
+        step = self.loaded.max_batch or len(images)
+        for start in range(0, len(images), step):
+            results = self.loaded.model.predict(
+                images[start : start + step],
+                imgsz=self.imgsz,
+                conf=self.confidence,
+                iou=self.iou,
+                classes=self.classes,
+                device=self.loaded.device,
+                verbose=False,
+            )
+            out += [r.boxes.data.cpu().numpy().astype(np.float32)[:, :6] for r in results]
         return out
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:

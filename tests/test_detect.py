@@ -333,6 +333,26 @@ def test_rect_input_one_network_per_shape() -> None:
     assert len(detector.loaded.rect.compiled_shapes) == 2
 
 
+@pytest.mark.parametrize("size", [(240, 360), (360, 640), (360, 360)], ids=["ped2", "640x360", "square"])
+def test_rect_predict_gives_ultralytics_boxes_to_the_bit(detector: Detector, size: tuple[int, int]) -> None:
+    """`RectInputs.predict` (letterbox, input, network, NMS, scaling step by step) returns what
+    ultralytics' predict returns with the same network installed in its backend, to the bit."""
+    rect, model = detector.loaded.rect, detector.loaded.model
+    assert rect is not None
+    backend = model.predictor.model.backend  # type: ignore[union-attr]
+    compared = 0
+    for image in decode("Test004", 60)[::6]:
+        if image.shape[:2] != size:
+            image = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
+        shape = rect.shape(*image.shape[:2])
+        backend.ov_compiled_model, backend.imgsz = rect.network(shape), list(shape)
+        want = model.predict(image, conf=detector.confidence, iou=detector.iou, verbose=False)
+        got = rect.predict(image, detector.confidence, detector.iou, detector.classes)
+        np.testing.assert_array_equal(got, want[0].boxes.data.numpy().astype(np.float32)[:, :6])
+        compared += len(got)
+    assert compared >= 50  # ~10 people a frame
+
+
 def test_reshape_refuses_unknown_layout() -> None:
     """A constant shaped like the head's anchors but holding other values is not rewritten blindly."""
     import openvino as ov
