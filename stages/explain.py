@@ -52,18 +52,26 @@ class Explainer:
     """Turns one camera's frames of attributes + scores into ranked reasons, using its model.
 
     Feed it the camera's frames in order: a reason from sustained evidence speaks of the track's
-    mean speed over the frames that evidence covers, which the explainer keeps per track."""
+    mean speed over the frames that evidence covers, and of the normal speed (median and 99th
+    percentile) along the path it took in those frames, which the explainer keeps per track: the
+    evidence judged each frame against its own place, so the current place's normal alone could
+    contradict it."""
 
     def __init__(self, model: NormalityModel, max_reasons: int = MAX_REASONS) -> None:
         self.model = model
         self.max_reasons = max_reasons
         self._mean_speed = TrackSmoother(max(model.sustained_window, 1))
+        self._path_q50 = TrackSmoother(max(model.sustained_window, 1))
+        self._path_q99 = TrackSmoother(max(model.sustained_window, 1))
 
     def explain(self, attrs: ObjectAttributes, scores: Scores, graph: SceneGraph | None) -> Explanations:
         objects = []
         cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
         strongest = scores.strongest()
         mean_speed = self._mean_speed(attrs.track_id, attrs.speed.astype(np.float64))
+        q = self.model.quantities["speed"].lookup(attrs.cell.astype(np.int64), cls)[0]
+        path_q50 = self._path_q50(attrs.track_id, q[:, Q50].astype(np.float64))
+        path_q99 = self._path_q99(attrs.track_id, q[:, Q99].astype(np.float64))
         for i in range(len(attrs)):
             row = strongest[i]
             # ranked by calibrated score; attributes under MIN_REASON_SCORE give no reason
@@ -71,7 +79,7 @@ class Explainer:
             ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] >= MIN_REASON_SCORE]
             ranked = self._class_first(ranked, scores.attribute_names, i, int(cls[i]), attrs)
             top = ranked[: self.max_reasons]
-            speed = float(mean_speed[i])
+            speed = (float(mean_speed[i]), float(path_q50[i]), float(path_q99[i]))
             reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph, speed) for j in top]
             box = tuple(float(v) for v in attrs.xyxy[i])
             objects.append(
@@ -109,11 +117,12 @@ class Explainer:
         k: int,
         attrs: ObjectAttributes,
         graph: SceneGraph | None,
-        mean_speed: float,
+        path_speed: tuple[float, float, float],
     ) -> Reason:
         """The attribute's reason from this frame's value; when the track's sustained evidence is the
         stronger score, the sentence says so, speaks of the track's mean speed over those frames
-        (`mean_speed`) rather than this frame's, and the reason carries that score."""
+        and the normal one along its path (`path_speed`: mean, normal median, normal 99th pct) rather
+        than this frame's, and the reason carries that score."""
         a = scores.attribute_names[j]
         now = float(scores.attribute_scores[i, j])
         held = float("nan") if scores.sustained_scores is None else float(scores.sustained_scores[i, j])
@@ -123,7 +132,13 @@ class Explainer:
         window = self.model.sustained_window
         cal = self.model.sustained_calibrators[a]
         median, q99 = cal.inverse(held), cal.q99
-        text = self._sustained_speed_text(i, k, attrs, mean_speed) if a == "speed" else None
+        mean_speed, normal, normal99 = path_speed
+        text = None
+        if a == "speed":
+            text = (
+                f"moving {mean_speed:.1f} body-heights/s on average (now {float(attrs.speed[i]):.1f}), "
+                f"normal for {attrs.name_of(i)} where it went {normal:.1f} (99th pct {normal99:.1f})"
+            )
         text = text or _history_text(a, attrs.name_of(i), mean_speed) or base.sentence
         return Reason(
             a,
@@ -132,13 +147,6 @@ class Explainer:
             held,
             f"{text}; so for most of its last {window} analysed frames "
             f"(median score {median:.1f}, normal tracks <= {q99:.1f})",
-        )
-
-    def _sustained_speed_text(self, i: int, k: int, attrs: ObjectAttributes, mean_speed: float) -> str:
-        q = self.model.quantities["speed"].lookup(np.array([int(attrs.cell[i])]), np.array([k]))[0][0]
-        return (
-            f"moving {mean_speed:.1f} body-heights/s on average (now {float(attrs.speed[i]):.1f}), "
-            f"normal here for {attrs.name_of(i)} {q[Q50]:.1f} (99th pct {q[Q99]:.1f})"
         )
 
     def _reason(

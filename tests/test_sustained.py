@@ -11,6 +11,7 @@ from pipeline.packets import Scores
 from stages.explain import Explainer
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.fit import MIN_SUSTAINED_TRACKS
+from stages.normality.grids import Q50
 from stages.normality.model import ATTRIBUTES
 from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
 from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
@@ -160,14 +161,18 @@ def test_sustained_speed_reason_gives_the_tracks_mean_speed(
     model: NormalityModel, fast_frames: int, fast: float, slow: float
 ) -> None:
     """A sustained speed reason speaks of the track's mean speed over the frames the evidence covers,
-    not of this frame's speed (which may be normal by now)."""
+    not of this frame's speed (which may be normal by now), and of the normal speed along the path it
+    took in those frames, not of the current place only."""
     explainer, rng = Explainer(model), np.random.default_rng(3)
     names = ATTRIBUTES
     j = names.index("speed")
     speeds: list[float] = []
+    normal: list[float] = []
     for t in range(30):
         attrs = frame_sample([Walker(1, speed=fast if t < fast_frames else slow)], t / 10, rng).attributes
         speeds.append(float(attrs.speed[0]))
+        k = model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
+        normal.append(float(model.quantities["speed"].lookup(attrs.cell.astype(np.int64), k)[0][0, Q50]))
         now, held = np.zeros((1, len(names))), np.full((1, len(names)), np.nan)
         now[0, j], held[0, j] = 0.5, 4.0  # the sustained evidence is the stronger score
         s = Scores(attrs.track_id.astype(np.int64), names, now, np.array([4.0]), 4.0, 4.0, held)
@@ -175,4 +180,6 @@ def test_sustained_speed_reason_gives_the_tracks_mean_speed(
     mean = float(np.mean(speeds[-model.sustained_window :]))
     assert reason.attribute == "speed" and reason.score == pytest.approx(4.0)
     assert f"moving {mean:.1f} body-heights/s on average (now {speeds[-1]:.1f})" in reason.sentence
+    path_normal = float(np.mean(normal[-model.sustained_window :]))
+    assert f"normal for person where it went {path_normal:.1f} (99th pct" in reason.sentence
     assert "so for most of its last 20 analysed frames" in reason.sentence
