@@ -96,7 +96,7 @@ class AppearanceEncoder:
         else:
             key = f"{Path(loaded.path).stem}-{weights_hash(Path(loaded.path))}-layer{layer}"
             path = export_module(pooled, crop_size, self.format, Path(cache_dir), key)
-            self.net = open_net(path, self.format, str(self.device), inference_threads, crop_size)
+            self.net = open_net(path, self.format, str(self.device), inference_threads)
             self.device = torch.device(self.net.device)
 
     @classmethod
@@ -156,8 +156,6 @@ class AppearanceStage(Stage):
 
     def on_start(self) -> None:
         set_torch_threads(self.torch_threads)
-        if isinstance(self.encoder.net, OpenVINONet):  # its static networks now, not on the first frames
-            self.encoder.net.prepare()
 
     def on_source_added(self, event: SourceEvent) -> None:
         self._cache[event.camera] = {}

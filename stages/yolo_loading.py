@@ -356,7 +356,9 @@ class OpenVINONet:
     A dynamic-shape network costs more per call on the CPU (measured on this 2-core CPU, INT8 pose at
     128 px, one thread: batch 1 7.1 -> 5.3 ms, batch 4 19.2 -> 15.7 ms; the pose stage on the
     640x360 benchmark ~17 -> ~13 CPU-ms per frame), and the static networks give the same outputs to
-    the bit, whole or chunked (tests/test_model_formats.py).
+    the bit, whole or chunked (tests/test_model_formats.py). Each compiled network holds ~35 MB (the
+    four of the pose model: +140 MB per process). The appearance backbone (64 px, batches of 5-14)
+    gained nothing from them in the benchmark, so only pose uses them.
     """
 
     format: Format = "openvino"
