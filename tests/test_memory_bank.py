@@ -66,3 +66,22 @@ def test_cpu_knn_leaves_blas_threads_as_they_were() -> None:
     before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     MemoryBank(unit_rows(rng, 4000, 32), CPU).distance(unit_rows(rng, 8, 32), 5)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.mark.parametrize("kind", ["motion", "appearance"])
+def test_repeated_rows_of_frames_get_the_distances_of_one_call(kind: str) -> None:
+    """Frames whose rows repeat (a track's cached embedding) get, row for row, the distances the whole
+    sequence gets in one call: remembered rows change nothing, and the memory stays bounded."""
+    from stages.normality.memory import RECENT_ROWS
+
+    rng = np.random.default_rng(1)
+    rows = banks(kind, rng)
+    pool = rows[rng.choice(len(rows), 700)] + rng.normal(0, 1e-3, (700, rows.shape[1]))
+    frames = [pool[rng.choice(700, int(rng.integers(1, 15)))] for _ in range(150)]  # rows repeat
+    bank = MemoryBank(rows, CPU)
+    got = np.concatenate([bank.distance(f, 5) for f in frames])
+    want = MemoryBank(rows, CPU).distance(np.concatenate(frames), 5)  # one call: nothing remembered
+    np.testing.assert_array_equal(got, want)
+    assert len(bank._recent) == RECENT_ROWS  # more distinct rows than it keeps
+    k3 = bank.distance(frames[-1], 3)  # k is part of what is remembered
+    np.testing.assert_array_equal(k3, MemoryBank(rows, CPU).distance(frames[-1], 3))
