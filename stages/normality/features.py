@@ -137,9 +137,14 @@ class TrackMemory:
         track_speed = np.full(n, np.nan)
         log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
         xy, conf = split_pose(attrs.pose)
-        for i in range(n):
-            tid = int(attrs.track_id[i])
-            if attrs.is_blob[i] or tid == UNTRACKED:  # no identity: no history
+        # per-row values read once for the frame (the loop below is per object and in Python)
+        velocity = attrs.velocity.astype(np.float64)
+        moving = np.isfinite(velocity).all(axis=1).tolist()
+        posed = (conf[:, _HIP_AND_LEGS] >= KP_CONF).all(axis=1).tolist()  # _leg_offsets' first test
+        aspect, speed, log_aspect = attrs.aspect.tolist(), attrs.speed.tolist(), log_a.tolist()
+        speed_ok, aspect_ok = np.isfinite(attrs.speed).tolist(), np.isfinite(log_a).tolist()
+        for i, (tid, blob) in enumerate(zip(attrs.track_id.tolist(), attrs.is_blob.tolist(), strict=True)):
+            if blob or tid == UNTRACKED:  # no identity: no history
                 continue
             tr = self.tracks.get(tid)
             if tr is None:
@@ -152,23 +157,22 @@ class TrackMemory:
                 )
                 self.tracks[tid] = tr
             tr.last_pts = pts
-            v = attrs.velocity[i].astype(np.float64)
-            if np.all(np.isfinite(v)):
-                tr.velocity.append(v)
+            if moving[i]:
+                tr.velocity.append(velocity[i])
             if len(tr.velocity) == self.history + 1:
                 windows[i] = np.stack(tr.velocity)
-            leg = _leg_offsets(xy[i], conf[i], float(attrs.aspect[i]))
+            leg = _leg_offsets(xy[i], conf[i], aspect[i]) if posed[i] else None
             if leg is not None:
                 tr.legs.append(leg)
             if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
                 stack = np.stack(tr.legs)  # (T, 4, 2), all finite (_leg_offsets keeps no others)
                 legs[i] = float(np.linalg.norm(stack.std(axis=0), axis=1).mean())
-            if np.isfinite(log_a[i]):
-                tr.log_aspect.append(float(log_a[i]))
+            if aspect_ok[i]:
+                tr.log_aspect.append(log_aspect[i])
             if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.gait_window):
                 stride[i] = detrended_std(np.fromiter(tr.log_aspect, np.float64))
-            if np.isfinite(attrs.speed[i]):
-                tr.speed.append(float(attrs.speed[i]))
+            if speed_ok[i]:
+                tr.speed.append(speed[i])
             if tr.speed:
                 track_speed[i] = sum(tr.speed) / len(tr.speed)
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
