@@ -1,8 +1,11 @@
 """A small torch MLP that predicts a track's next velocity from its last k velocities.
 
 Velocities are in box-heights/s, divided by one scale learnt from training so the net sees unit
--sized inputs; the prediction error (in the same normalised units) is the raw dynamics score.
-Training is seeded and deterministic on CPU.
+-sized inputs. The raw dynamics score is the prediction error relative to how fast the track moves:
+error / (mean |velocity| of the window + 1), both in those units. Erratic means unpredictable for its
+own motion: a fast, smooth rider misses the next step by more pixels than a walker but is not
+erratic (its speed is judged by the speed attribute); the + 1 (one typical speed) keeps near-still
+tracks from being judged on box jitter alone. Training is seeded and deterministic on CPU.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class DynamicsPredictor:
         net.eval()
 
     def error(self, windows: np.ndarray) -> np.ndarray:
-        """Normalised prediction error per window (M, history + 1, 2); NaN windows give NaN."""
+        """Prediction error relative to the track's speed per window (M, history + 1, 2); NaN windows
+        give NaN."""
         out = np.full(len(windows), np.nan)
         ok = np.all(np.isfinite(windows), axis=(1, 2)) if len(windows) else np.zeros(0, bool)
         if not ok.any():
@@ -96,7 +100,8 @@ class DynamicsPredictor:
         else:
             with torch.no_grad():
                 pred = self.net(torch.from_numpy(x).to(self.device)).cpu().numpy()
-        out[ok] = np.linalg.norm(pred - w[:, -1], axis=1)
+        speed = np.linalg.norm(w, axis=2).mean(axis=1)
+        out[ok] = np.linalg.norm(pred - w[:, -1], axis=1) / (speed + 1.0)
         return out
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from pipeline.config import ScoringConfig
 from pipeline.errors import ModelError
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes, SceneGraph
-from stages.normality.calibration import TailCalibrator
+from stages.normality.calibration import BODY_TAIL_FLOOR, TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.features import (
     KP_CONF,
@@ -289,7 +289,10 @@ def _calibrate_sustained(
         return np.full((rows, len(ATTRIBUTES)), np.nan)
     model.sustained_window = config.sustained_frames
     model.sustained_min_frames = config.sustained_min_frames
+    # ~50 held-out tracks: the few excesses over q99 cannot tell the tail's scale; no steeper than the body's
     model.sustained_calibrators = {
-        a: TailCalibrator.fit(values[:, j]) for j, a in enumerate(ATTRIBUTES) if a in SUSTAINED_ATTRIBUTES
+        a: TailCalibrator.fit(values[:, j], BODY_TAIL_FLOOR)
+        for j, a in enumerate(ATTRIBUTES)
+        if a in SUSTAINED_ATTRIBUTES
     }
     return values
