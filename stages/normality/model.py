@@ -24,7 +24,8 @@ from stages.normality.memory import MemoryBank, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
-VERSION = 3  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators
+VERSION = 4  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
+# 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed)
 
 #: every attribute the model judges, in the order of Scores.attribute_names
 ATTRIBUTES = (
