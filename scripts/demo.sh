@@ -13,19 +13,20 @@ export YOLO_OFFLINE=1
 shared=${VIGIL_SHARED:-../shared}
 data="$shared/data/ucsd_ped2"
 model=var/models/ped2.npz
-if [[ -f $model && -z ${REFIT:-} ]] &&
-    ! .venv/bin/python -c "import sys; from stages.normality import NormalityModel; NormalityModel.load(sys.argv[1])" \
-        "$model" 2>/dev/null; then
-    echo "demo: $model was made by another Vigil version; learning it again" >&2
-    REFIT=1
-fi
-# a model learnt with other perception settings (config.yaml changed since): learn it again
+# a model this Vigil cannot read (another version), or learnt with other perception settings (config.yaml
+# changed since): learn it again. One interpreter start for both checks (importing the stack takes seconds).
 if [[ -f $model && -z ${REFIT:-} ]] && ! .venv/bin/python -c "
 import sys
 from pipeline.commands.fit import stale_settings
 from pipeline.configfile import load_config
+from pipeline.errors import ModelError
 from stages.normality import NormalityModel
-stale = stale_settings(NormalityModel.load(sys.argv[1]), load_config('config.yaml'))
+try:
+    model = NormalityModel.load(sys.argv[1])
+except ModelError:
+    print('demo: ' + sys.argv[1] + ' was made by another Vigil version; learning it again', file=sys.stderr)
+    sys.exit(1)
+stale = stale_settings(model, load_config('config.yaml'))
 print('demo: config.yaml measures differently from the model (' + '; '.join(stale[:3]) + '); learning it again', file=sys.stderr) if stale else None
 sys.exit(1 if stale else 0)" "$model"; then
     REFIT=1
