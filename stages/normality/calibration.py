@@ -46,7 +46,7 @@ class TailCalibrator:
             return cls(np.zeros(0), 0, 1.0)
         q99 = float(np.quantile(raw, 1 - TAIL_P))
         excess = raw[raw > q99] - q99
-        spread = float(np.quantile(raw, 0.99) - np.quantile(raw, 0.5))
+        spread = q99 - float(np.quantile(raw, 0.5))
         tail_scale = float(excess.mean()) if len(excess) >= 3 else 0.0
         tail_scale = max(tail_scale, tail_floor * spread, 1e-3)
         keep = np.quantile(raw, np.linspace(0, 1, KEEP)) if n > KEEP else np.sort(raw)
