@@ -154,7 +154,7 @@ class PoseConfig(Section):
         0.35, gt=0, le=1, description="people taller than this share of the frame use full-frame pose"
     )
     batch: int = Field(16, ge=1, le=256)
-    every_k_frames: int = Field(2, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
+    every_k_frames: int = Field(3, ge=1, le=100, description="re-estimate a track's pose every k-th frame")
     still_k_frames: int = Field(
         0,
         ge=0,
