@@ -101,18 +101,31 @@ class QuantileGrid:
         all_q = np.quantile(x, QUANTILES) if len(x) else np.full(q, np.nan)
         return cls(cell_q, cell_n, class_q, class_n, all_q, len(x), min_samples)
 
+    def __post_init__(self) -> None:
+        self._table, self._level = self._resolved()
+
+    def _resolved(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per (cell, class): the quantile row `lookup` falls back to and its level, resolved once.
+
+        The cell's own row when it has `min_samples`, else the class's when that has them, else all."""
+        overall = 2 if self.all_n else 3
+        by_cell = self.cell_n >= self.min_samples  # (C, K)
+        by_class = self.class_n >= self.min_samples  # (K,)
+        per_class = np.where(by_class[:, None], self.class_q, self.all_q[None])  # (K, Q)
+        table = np.where(by_cell[..., None], self.cell_q, per_class[None]).astype(self.all_q.dtype)
+        level = np.where(by_cell, 0, np.where(by_class, 1, overall)[None]).astype(np.int8)
+        return table, level
+
     def lookup(self, cell: np.ndarray, cls_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quantile rows (N, Q) for each object and the level used (0 cell, 1 class, 2 all, 3 none)."""
-        n = len(cell)
-        out = np.tile(self.all_q, (n, 1))
-        level = np.full(n, 2 if self.all_n else 3, np.int8)
+        """Quantile rows (N, Q) for each object and the level used (0 cell, 1 class, 2 all, 3 none);
+        a class beyond the tables' (none in a model's own class axis) gets the overall row."""
         known = cls_ < self.class_q.shape[0]
-        for i in np.flatnonzero(known):
-            c, k = int(cell[i]), int(cls_[i])
-            if self.cell_n[c, k] >= self.min_samples:
-                out[i], level[i] = self.cell_q[c, k], 0
-            elif self.class_n[k] >= self.min_samples:
-                out[i], level[i] = self.class_q[k], 1
+        if known.all():
+            return self._table[cell, cls_], self._level[cell, cls_]
+        safe = np.where(known, cls_, 0)
+        out, level = self._table[cell, safe], self._level[cell, safe]
+        out[~known] = self.all_q
+        level[~known] = 2 if self.all_n else 3
         return out, level
 
     def robust_z(

@@ -7,6 +7,8 @@ normal data), and `combine` turns an object's calibrated scores into its object 
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import numpy as np
 
 from pipeline.errors import ModelError
@@ -59,8 +61,40 @@ def raw_scores(
     cell = attrs.cell.astype(np.int64)
     cls = model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
     det = ~attrs.is_blob
-    names = np.array(model.class_names)[cls]
-    person = det & (names == PERSON)
+    person = det & model.is_class(PERSON)[cls]
+    with one_blas_thread(model):
+        _fill(out, model, attrs, graph, hist, k, attributes, cell, cls, det, person)
+    cut = truncated(attrs.xyxy, frame_size)
+    if cut.any():
+        geometric = [j for j, a in enumerate(attributes) if a in GEOMETRIC]
+        out[np.ix_(cut, geometric)] = np.nan
+    return out
+
+
+def one_blas_thread(model: NormalityModel) -> ExitStack:
+    """The one-BLAS-thread limits of the model's CPU banks (one, shared, for a loaded model), held around
+    all of a frame's k-NN calls at once."""
+    stack = ExitStack()
+    limits = {id(b.blas): b.blas for b in model.banks.values() if b.blas is not None}
+    for limit in limits.values():
+        stack.enter_context(limit)
+    return stack
+
+
+def _fill(
+    out: np.ndarray,
+    model: NormalityModel,
+    attrs: ObjectAttributes,
+    graph: SceneGraph | None,
+    hist: HistoryFeatures,
+    k: int,
+    attributes: tuple[str, ...],
+    cell: np.ndarray,
+    cls: np.ndarray,
+    det: np.ndarray,
+    person: np.ndarray,
+) -> None:
+    """Column j of `out` = the raw score of attributes[j] for each object."""
     q = model.quantities
     for j, a in enumerate(attributes):
         if a == "class_in_place":
@@ -104,11 +138,6 @@ def raw_scores(
         else:
             raise ModelError(f"unknown attribute {a!r}; known: {', '.join(ATTRIBUTES)}")
         out[:, j] = v
-    cut = truncated(attrs.xyxy, frame_size)
-    if cut.any():
-        geometric = [j for j, a in enumerate(attributes) if a in GEOMETRIC]
-        out[np.ix_(cut, geometric)] = np.nan
-    return out
 
 
 def direction_probability(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from itertools import islice
+from types import TracebackType
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,14 +74,48 @@ def coreset(features: np.ndarray, size: int, method: str, seed: int, device: tor
     return np.sort(pool[chosen])
 
 
-class MemoryBank:
-    """Normal feature vectors; `distance(q, k)` = mean Euclidean distance to the k nearest rows."""
+class OneBlasThread:
+    """Context manager: the BLAS libraries run one thread inside it (see `MemoryBank._distance_numpy`).
 
-    def __init__(self, features: np.ndarray, device: torch.device) -> None:
+    OpenBLAS' thread count is process-wide; it is set to one on the outermost entry and restored on
+    its exit. Nested entries cost nothing, so a caller that makes several small k-NN calls (a frame's
+    three banks) sets and restores it once: each setting is a few ctypes calls that also give up the
+    GIL, ~5 % of the score stage when made per k-NN call."""
+
+    def __init__(self) -> None:
+        self._blas = ThreadpoolController().select(user_api="blas")
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._limiter = self._blas.limit(limits=1)
+            self._depth += 1
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._limiter is not None:
+                self._limiter.__exit__(None, None, None)  # restores the original limits
+                self._limiter = None
+
+
+class MemoryBank:
+    """Normal feature vectors; `distance(q, k)` = mean Euclidean distance to the k nearest rows.
+
+    `blas` (CPU): its one-BLAS-thread limit, shared with the other banks of a model so that a caller can
+    hold it around all of them (a new one when None); None on CUDA."""
+
+    def __init__(self, features: np.ndarray, device: torch.device, blas: OneBlasThread | None = None) -> None:
         if features.ndim != 2:
             raise ModelError(f"memory bank: expected a 2-d array, got shape {features.shape}")
         self.features = features.astype(np.float32)
         self.device = device
+        self.blas: OneBlasThread | None = None
         if device.type == "cpu":
             self._bank_np = self.features.astype(np.float64)
             # float32 search copy, centred: distances do not change, and the |q|^2 + |b|^2 - 2 q.b
@@ -85,7 +123,7 @@ class MemoryBank:
             self._mean = self.features.mean(axis=0) if len(self.features) else np.zeros(self.dim, np.float32)
             self._bank32 = np.ascontiguousarray(self.features - self._mean)
             self._norms32 = (self._bank32 * self._bank32).sum(axis=1)
-            self._blas = ThreadpoolController().select(user_api="blas")
+            self.blas = blas or OneBlasThread()
         else:
             self._bank = torch.from_numpy(self.features).to(device, torch.float64)
         # (query row bytes, k) -> distance of recent frames' rows: a track's appearance and pose rows are
@@ -123,7 +161,7 @@ class MemoryBank:
             out[ok] = [recent[key] for key in keys]
             for key in keys:  # most recently used last
                 recent[key] = recent.pop(key)
-            for key in list(recent)[: max(0, len(recent) - RECENT_ROWS)]:  # the least recently used
+            for key in list(islice(recent, max(0, len(recent) - RECENT_ROWS))):  # the least recently used
                 del recent[key]
             return out
         q = torch.from_numpy(queries[ok].astype(np.float32)).to(self.device, torch.float64)
@@ -151,27 +189,38 @@ class MemoryBank:
         threads waiting on cores busy with other stages cost far more than the arithmetic (measured
         on 2 busy cores, 8 queries x 4000 x 32: 8-16 ms with 2 threads, 0.05-0.1 ms with one).
         """
-        bank = self._bank32
-        m = min(len(bank), k + CANDIDATE_MARGIN)
+        m = min(len(self._bank32), k + CANDIDATE_MARGIN)
         out = np.empty(len(q))
         q32 = (q - self._mean).astype(np.float32)
         qn = (q32 * q32).sum(axis=1)
-        with self._blas.limit(limits=1):
+        with self.blas:
             for s in range(0, len(q), 256):
-                cand_d: np.ndarray | None = None
-                cand_i: np.ndarray | None = None
-                for b in range(0, len(bank), chunk):
-                    d2 = qn[s : s + 256, None] + self._norms32[b : b + chunk][None]
-                    d2 -= 2.0 * (q32[s : s + 256] @ bank[b : b + chunk].T)
-                    idx = np.broadcast_to(np.arange(b, b + d2.shape[1]), d2.shape)
-                    if cand_d is not None and cand_i is not None:
-                        d2, idx = np.concatenate([cand_d, d2], axis=1), np.concatenate([cand_i, idx], axis=1)
-                    if d2.shape[1] > m:
-                        keep = np.argpartition(d2, m - 1, axis=1)[:, :m]
-                        d2, idx = np.take_along_axis(d2, keep, axis=1), np.take_along_axis(idx, keep, axis=1)
-                    cand_d, cand_i = d2, idx
-                assert cand_i is not None
+                cand_i = self._candidates(q32[s : s + 256], qn[s : s + 256], m, chunk)
                 diff = q[s : s + 256, None, :] - self._bank_np[cand_i]
                 d = np.sqrt(np.einsum("qmd,qmd->qm", diff, diff))
                 out[s : s + 256] = np.partition(d, k - 1, axis=1)[:, :k].mean(axis=1)
         return out
+
+    def _candidates(self, q32: np.ndarray, qn: np.ndarray, m: int, chunk: int) -> np.ndarray:
+        """(Q, m) bank rows nearest each query by the float32 expansion, chunk by chunk of the bank."""
+        bank = self._bank32
+        if len(bank) <= chunk:  # one chunk (a fitted model's 4000 rows): the partition's columns are rows
+            d2 = qn[:, None] + self._norms32[None]
+            d2 -= 2.0 * (q32 @ bank.T)
+            if d2.shape[1] > m:
+                return np.argpartition(d2, m - 1, axis=1)[:, :m]
+            return np.broadcast_to(np.arange(d2.shape[1]), d2.shape)
+        cand_d: np.ndarray | None = None
+        cand_i: np.ndarray | None = None
+        for b in range(0, len(bank), chunk):
+            d2 = qn[:, None] + self._norms32[b : b + chunk][None]
+            d2 -= 2.0 * (q32 @ bank[b : b + chunk].T)
+            idx = np.broadcast_to(np.arange(b, b + d2.shape[1]), d2.shape)
+            if cand_d is not None and cand_i is not None:
+                d2, idx = np.concatenate([cand_d, d2], axis=1), np.concatenate([cand_i, idx], axis=1)
+            if d2.shape[1] > m:
+                keep = np.argpartition(d2, m - 1, axis=1)[:, :m]
+                d2, idx = np.take_along_axis(d2, keep, axis=1), np.take_along_axis(idx, keep, axis=1)
+            cand_d, cand_i = d2, idx
+        assert cand_i is not None
+        return cand_i

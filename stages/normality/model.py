@@ -20,7 +20,7 @@ from pipeline.errors import ModelError
 from stages.normality.calibration import TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.grids import CountGrid, QuantileGrid
-from stages.normality.memory import MemoryBank, resolve_device
+from stages.normality.memory import MemoryBank, OneBlasThread, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
@@ -75,6 +75,13 @@ class NormalityModel:
     #: the perception settings its footage was measured with (pipeline.config.perception_settings);
     #: empty when not recorded (a warm-up model, or a fit from samples)
     perception: dict[str, Any] = field(default_factory=dict)
+    # lookups from class_names, built on first use (class_index, is_class)
+    _class_names_seen: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _class_lookup_table: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _class_tables: dict[tuple[str, ...], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _class_flags: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def cells(self) -> int:
@@ -82,12 +89,32 @@ class NormalityModel:
 
     def class_index(self, names: tuple[str, ...], class_id: np.ndarray, is_blob: np.ndarray) -> np.ndarray:
         """Map an ObjectAttributes class_id (indexing `names`) to this model's class axis."""
-        lookup = {n: i for i, n in enumerate(self.class_names)}
+        lookup = self._class_lookup()
         unknown = lookup[UNKNOWN]
-        table = np.array([lookup.get(n, unknown) for n in names] or [unknown], np.int64)
+        table = self._class_tables.get(names)
+        if table is None:  # the detector's vocabulary: one per camera, mapped once
+            table = np.array([lookup.get(n, unknown) for n in names] or [unknown], np.int64)
+            self._class_tables[names] = table
         safe = np.clip(class_id, 0, max(len(names) - 1, 0))
         out = np.where((class_id >= 0) & (class_id < len(names)), table[safe], unknown)
         return np.where(is_blob, lookup[BLOB], out)
+
+    def _class_lookup(self) -> dict[str, int]:
+        """Class name -> index on the class axis, built once (again if `class_names` is replaced)."""
+        if self._class_names_seen is not self.class_names:
+            self._class_lookup_table = {n: i for i, n in enumerate(self.class_names)}
+            self._class_tables = {}
+            self._class_flags = {}
+            self._class_names_seen = self.class_names
+        return self._class_lookup_table
+
+    def is_class(self, name: str) -> np.ndarray:
+        """(K,) True on the class axis where the class is `name`."""
+        self._class_lookup()
+        flags = self._class_flags.get(name)
+        if flags is None:
+            flags = self._class_flags[name] = np.array([n == name for n in self.class_names], bool)
+        return flags
 
     def object_calibrator(self, attributes: tuple[str, ...], how: str) -> TailCalibrator:
         """Calibrator of the object combination for this attribute subset, from the held-out raw scores."""
@@ -166,6 +193,7 @@ class NormalityModel:
                 "re-run `vigil fit`"
             )
         dev: torch.device = resolve_device(device)
+        blas = OneBlasThread() if dev.type == "cpu" else None  # one limit for the three banks
         try:
             return cls(
                 camera=str(meta["camera"]),
@@ -176,7 +204,7 @@ class NormalityModel:
                 place=CountGrid(arrays["place.counts"]),
                 direction=arrays["direction"],
                 quantities={q: QuantileGrid.from_arrays(arrays, f"q.{q}") for q in QUANTITIES},
-                banks={b: MemoryBank(arrays[f"bank.{b}"], dev) for b in BANKS},
+                banks={b: MemoryBank(arrays[f"bank.{b}"], dev, blas) for b in BANKS},
                 pose_fill=arrays["pose_fill"],
                 triplets=TripletStats.from_arrays(arrays, "triplets"),
                 dynamics=DynamicsPredictor.from_arrays(arrays, "dynamics", dev),
