@@ -16,6 +16,7 @@ no better and gave a heavier tail on synthetic footage with few held-out tracks.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -136,13 +137,13 @@ class TrackMemory:
         stride = np.full(n, np.nan)
         track_speed = np.full(n, np.nan)
         log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
-        xy, conf = split_pose(attrs.pose)
-        # per-row values read once for the frame (the loop below is per object and in Python)
+        # per-row values computed once for the frame (the loop below is per object and in Python)
+        offsets, posed = leg_offsets(*split_pose(attrs.pose), attrs.aspect)
         velocity = attrs.velocity.astype(np.float64)
         moving = np.isfinite(velocity).all(axis=1).tolist()
-        posed = (conf[:, _HIP_AND_LEGS] >= KP_CONF).all(axis=1).tolist()  # _leg_offsets' first test
-        aspect, speed, log_aspect = attrs.aspect.tolist(), attrs.speed.tolist(), log_a.tolist()
+        speed, log_aspect, posed = attrs.speed.tolist(), log_a.tolist(), posed.tolist()
         speed_ok, aspect_ok = np.isfinite(attrs.speed).tolist(), np.isfinite(log_a).tolist()
+        leg_tracks: dict[int, list[tuple[int, deque[np.ndarray]]]] = {}  # by window length: (row, legs)
         for i, (tid, blob) in enumerate(zip(attrs.track_id.tolist(), attrs.is_blob.tolist(), strict=True)):
             if blob or tid == UNTRACKED:  # no identity: no history
                 continue
@@ -160,13 +161,11 @@ class TrackMemory:
             if moving[i]:
                 tr.velocity.append(velocity[i])
             if len(tr.velocity) == self.history + 1:
-                windows[i] = np.stack(tr.velocity)
-            leg = _leg_offsets(xy[i], conf[i], aspect[i]) if posed[i] else None
-            if leg is not None:
-                tr.legs.append(leg)
+                windows[i] = tr.velocity
+            if posed[i]:
+                tr.legs.append(offsets[i])
             if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
-                stack = np.stack(tr.legs)  # (T, 4, 2), all finite (_leg_offsets keeps no others)
-                legs[i] = float(np.linalg.norm(stack.std(axis=0), axis=1).mean())
+                leg_tracks.setdefault(len(tr.legs), []).append((i, tr.legs))
             if aspect_ok[i]:
                 tr.log_aspect.append(log_aspect[i])
             if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.gait_window):
@@ -175,6 +174,10 @@ class TrackMemory:
                 tr.speed.append(speed[i])
             if tr.speed:
                 track_speed[i] = sum(tr.speed) / len(tr.speed)
+        for group in leg_tracks.values():  # the tracks of one window length at once
+            rows = [i for i, _ in group]
+            stacks = np.stack([leg for _, window in group for leg in window])  # all finite (leg_offsets)
+            legs[rows] = leg_motion(stacks.reshape(len(group), -1, *stacks.shape[1:]))
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
@@ -184,27 +187,37 @@ class TrackMemory:
 _HIP_AND_LEGS = np.array([*HIPS, *LEGS])
 
 
-def _leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: float) -> np.ndarray | None:
-    """Knees and ankles relative to the hip centre, x converted from box-widths to box-heights."""
-    if not (conf[_HIP_AND_LEGS] >= KP_CONF).all():
-        return None
-    p = xy[_HIP_AND_LEGS]  # a copy: hips in rows 0-1, legs in rows 2-5
-    if not np.isfinite(p).all():
-        return None
-    if np.isfinite(aspect):
-        p[:, 0] *= aspect
-    return p[2:] - (p[0] + p[1]) / 2.0
+def leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (N): knees and ankles relative to the hip centre (N, 4, 2), x converted from box-widths to
+    box-heights (where the aspect is finite), and (N,) True where those and the hips are seen and finite."""
+    p = xy[:, _HIP_AND_LEGS]  # a copy: hips in rows 0-1, legs in rows 2-5
+    seen = (conf[:, _HIP_AND_LEGS] >= KP_CONF).all(axis=1) & np.isfinite(p).all(axis=(1, 2))
+    aspect = np.asarray(aspect, np.float64)
+    p[:, :, 0] *= np.where(np.isfinite(aspect), aspect, 1.0)[:, None]
+    return p[:, 2:] - ((p[:, 0] + p[:, 1]) / 2.0)[:, None], seen
+
+
+def leg_motion(stacks: np.ndarray) -> np.ndarray:
+    """(M, T, 4, 2) leg offsets of M tracks over T frames -> (M,) the mean over the 4 keypoints of the
+    norm of their standard deviation over the frames. The float operations of np.std and np.linalg.norm
+    in their order: per track the value of `np.linalg.norm(stack.std(axis=0), axis=1).mean()`."""
+    t = stacks.shape[1]
+    dev = stacks - stacks.sum(axis=1, keepdims=True) / t
+    np.multiply(dev, dev, out=dev)
+    std = np.sqrt(dev.sum(axis=1) / t)  # (M, 4, 2)
+    return np.sqrt(np.add.reduce(std * std, axis=2)).mean(axis=1)
 
 
 def detrended_std(x: np.ndarray) -> float:
-    """Standard deviation of a series around its least-squares line."""
+    """Standard deviation of a series around its least-squares line (scalars as Python floats: the same
+    IEEE operations as numpy's scalars, without their overhead)."""
     n = len(x)
-    centred = x - x.sum() / n
+    centred = x - float(x.sum()) / n
     if n < 2:
-        return float(np.sqrt((centred @ centred) / n))
+        return math.sqrt(float(centred @ centred) / n)
     t = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    resid = centred - (t @ centred) / (t @ t) * t
-    return float(np.sqrt((resid @ resid) / n))
+    resid = centred - float(t @ centred) / float(t @ t) * t
+    return math.sqrt(float(resid @ resid) / n)
 
 
 #: floors of the gait ratio: speed (box-heights/s) below which nobody is moving, and the box-aspect
