@@ -50,13 +50,26 @@ def magnitude_edges(bins: int) -> np.ndarray:
 
 def polar_histogram(speed: np.ndarray, angle: np.ndarray, bins: tuple[int, int]) -> np.ndarray:
     """Histogram of flow samples given as speed (box-heights/s) and angle (radians in [0, 2pi))."""
+    return polar_histograms([speed], [angle], bins)[0]
+
+
+def polar_histograms(speeds: list[np.ndarray], angles: list[np.ndarray], bins: tuple[int, int]) -> np.ndarray:
+    """(N, bins) `polar_histogram` of each (speed, angle) pair, all binned and counted at once (a row
+    without samples is 0). The counts are integers, so each row's float32 sum is exact in any order."""
     n_mag, n_ori = bins
-    if speed.size == 0:
-        return np.zeros(n_mag * n_ori, np.float32)
-    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), speed.ravel(), side="right") - 1, 0, n_mag - 1)
-    oi = np.minimum((angle.ravel() * (n_ori / (2 * np.pi))).astype(np.int64), n_ori - 1)
-    out = np.bincount(mi * n_ori + oi, minlength=n_mag * n_ori).astype(np.float32)
-    return out / out.sum()
+    n_bins = n_mag * n_ori
+    sizes = [s.size for s in speeds]
+    if sum(sizes) == 0:
+        return np.zeros((len(speeds), n_bins), np.float32)
+    speed = np.concatenate([s.ravel() for s in speeds])
+    angle = np.concatenate([a.ravel() for a in angles])
+    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), speed, side="right") - 1, 0, n_mag - 1)
+    oi = np.minimum((angle * (n_ori / (2 * np.pi))).astype(np.int64), n_ori - 1)
+    row = np.repeat(np.arange(len(speeds)) * n_bins, sizes)
+    out = np.bincount(row + mi * n_ori + oi, minlength=len(speeds) * n_bins).astype(np.float32)
+    out = out.reshape(len(speeds), n_bins)
+    total = out.sum(axis=1, keepdims=True)
+    return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
 
 
 def motion_histogram(vectors: np.ndarray, box_height: float, dt: float, bins: tuple[int, int]) -> np.ndarray:
@@ -166,11 +179,12 @@ class AttributeExtractor:
         n_bins = cfg.motion_bins[0] * cfg.motion_bins[1]
         flow_speed = np.full(n, np.nan, np.float32)
         motion_hist = np.full((n, n_bins), np.nan, np.float32)
-        if flow.valid:
-            for i in range(n):
-                rows_, cols_ = grid_window(magnitude.shape, (height, width), xyxy[i])
-                speed_bh = magnitude[rows_, cols_] / (box_h[i] * flow.dt)
-                motion_hist[i] = polar_histogram(speed_bh, angle[rows_, cols_], cfg.motion_bins)
+        if flow.valid and n:
+            windows = [grid_window(magnitude.shape, (height, width), box) for box in xyxy]
+            scale = box_h * flow.dt  # per box: flow (pixels per dt) -> box-heights/s
+            speeds = [magnitude[w] / scale[i] for i, w in enumerate(windows)]
+            motion_hist[:] = polar_histograms(speeds, [angle[w] for w in windows], cfg.motion_bins)
+            for i, speed_bh in enumerate(speeds):
                 if speed_bh.size:
                     flow_speed[i] = median(speed_bh.ravel())
 

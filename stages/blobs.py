@@ -52,7 +52,7 @@ def find_blobs(
     if magnitude is None:
         magnitude = cv2.magnitude(flow.flow[..., 0], flow.flow[..., 1])
     per_frame = magnitude / (flow.dt * fps)
-    mask = (per_frame > min_flow).astype(np.uint8)
+    mask = (per_frame > min_flow).view(np.uint8)  # 0/1 bytes, no copy
     for x1, y1, x2, y2 in boxes.tolist():
         m = margin * (y2 - y1)
         c1, r1 = max(0, int(np.floor((x1 - m) * sx))), max(0, int(np.floor((y1 - m) * sy)))
@@ -69,7 +69,7 @@ def find_blobs(
         keep &= (left > 0) & (top > 0) & (right < gw) & (bottom < gh)
     if spill_reach > 0 and len(boxes) and keep.any():
         moving = min_flow * flow.dt * fps
-        keep &= ~_spills(flow, frame_size, labels, origin, stats, boxes, spill_reach, moving)
+        keep &= ~_spills(flow, frame_size, labels, origin, stats, boxes, spill_reach, moving, keep)
     s = stats[1:][keep].astype(np.float32)
     if len(s) == 0:
         return np.zeros((0, 4), np.float32)
@@ -111,15 +111,17 @@ def _spills(
     boxes: np.ndarray,
     reach: float,
     min_flow: float,
+    candidates: np.ndarray,
 ) -> np.ndarray:
     """(regions,) True where a region (on the flow grid) lies within `reach` box-heights of a box whose
-    median flow (at least `min_flow`, pixels per dt) it shares. `labels` covers the grid from `origin`."""
+    median flow (at least `min_flow`, pixels per dt) it shares. `labels` covers the grid from `origin`.
+    Only the `candidates` (regions,) are looked at (the others are dropped anyway): False for the rest."""
     gh, gw = flow.flow.shape[:2]
     sx, sy = gw / frame_size[1], gh / frame_size[0]
     ox, oy = origin
     moving: dict[int, np.ndarray | None] = {}  # box index -> its median flow, None when (nearly) still
     out = np.zeros(len(stats) - 1, bool)
-    for r in range(1, len(stats)):
+    for r in (np.flatnonzero(candidates) + 1).tolist():
         left, top, width, height = (int(v) for v in stats[r, :4])
         region: np.ndarray | None = None
         for b, (x1, y1, x2, y2) in enumerate(boxes.tolist()):

@@ -39,13 +39,15 @@ class _Track:
     y1: list[float] = field(default_factory=list)
     x2: list[float] = field(default_factory=list)
     y2: list[float] = field(default_factory=list)
+    ground_x: list[float] = field(default_factory=list)  # (x1 + x2) / 2, for the dwell
     age: int = 0
 
     def columns(self) -> tuple[list[float], ...]:
-        return (self.t, self.x1, self.y1, self.x2, self.y2)
+        return (self.t, self.x1, self.y1, self.x2, self.y2, self.ground_x)
 
     def append(self, t: float, box: tuple[float, float, float, float], keep: int) -> None:
-        for values, v in zip(self.columns(), (t, *box), strict=True):
+        x1, _, x2, _ = box
+        for values, v in zip(self.columns(), (t, *box, (x1 + x2) / 2), strict=True):
             values.append(v)
         self.age += 1
         if len(self.t) > 2 * keep:  # trim in chunks so appends stay amortised O(1)
@@ -63,6 +65,23 @@ def slope(t: list[float], v: list[float]) -> float:
     if den <= 0:
         return float("nan")
     return sum((ti - tm) * (vi - vm) for ti, vi in zip(t, v, strict=True)) / den
+
+
+def slopes(t: list[float], *series: list[float]) -> list[float]:
+    """`slope(t, v)` of each series, the time terms computed once (the same operations in the same order)."""
+    n = len(t)
+    if n < 2:
+        return [float("nan")] * len(series)
+    tm = sum(t) / n
+    den = sum((ti - tm) ** 2 for ti in t)
+    if den <= 0:
+        return [float("nan")] * len(series)
+    dt = [ti - tm for ti in t]
+    out = []
+    for v in series:
+        vm = sum(v) / n
+        out.append(sum(d * (vi - vm) for d, vi in zip(dt, v, strict=True)) / den)
+    return out
 
 
 def minmod(a: float, b: float) -> float:
@@ -128,18 +147,17 @@ class TrackHistory:
             x1, y1, x2, y2 = track.x1[-w:], track.y1[-w:], track.x2[-w:], track.y2[-w:]
             h = [b - a for a, b in zip(y1, y2, strict=True)]
             h_mean = sum(h) / w
+            log_h = [math.log(v) for v in h]
             if self.velocity_from == "edges":
-                vx = minmod(slope(t, x1), slope(t, x2))
-                vy = minmod(slope(t, y1), slope(t, y2))
+                s_x1, s_x2, s_y1, s_y2, scale_rate = slopes(t, x1, x2, y1, y2, log_h)
+                vx, vy = minmod(s_x1, s_x2), minmod(s_y1, s_y2)
             else:
-                vx = slope(t, [(a + b) / 2 for a, b in zip(x1, x2, strict=True)])
-                vy = slope(t, y2)
+                vx, vy, scale_rate = slopes(t, track.ground_x[-w:], y2, log_h)
             velocity = (vx / h_mean, vy / h_mean)
-            scale_rate = slope(t, [math.log(v) for v in h])
         else:
             velocity, scale_rate = (float("nan"), float("nan")), float("nan")
         # dwell: time since the earliest sample from which on the ground point stayed near where it is now
-        xs = (np.asarray(track.x1) + np.asarray(track.x2)) / 2
+        xs = np.array(track.ground_x)
         ys = np.asarray(track.y2)
         far = np.hypot(xs - xs[-1], ys - ys[-1]) > self.dwell_radius * h_now
         last_far = int(np.flatnonzero(far)[-1]) if far.any() else -1
