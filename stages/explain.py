@@ -72,22 +72,30 @@ class Explainer:
         q = self.model.quantities["speed"].lookup(attrs.cell.astype(np.int64), cls)[0]
         path_q50 = self._path_q50(attrs.track_id, q[:, Q50].astype(np.float64))
         path_q99 = self._path_q99(attrs.track_id, q[:, Q99].astype(np.float64))
-        for i in range(len(attrs)):
-            row = strongest[i]
-            # ranked by calibrated score; attributes under MIN_REASON_SCORE give no reason
-            ranked = [int(j) for j in np.argsort(-np.nan_to_num(row, nan=-1.0), kind="stable")]
-            ranked = [j for j in ranked if math.isfinite(row[j]) and row[j] >= MIN_REASON_SCORE]
-            ranked = self._class_first(ranked, scores.attribute_names, i, int(cls[i]), attrs)
+        # ranked by calibrated score (every object's row sorted at once); attributes under
+        # MIN_REASON_SCORE give no reason
+        order = np.argsort(-np.nan_to_num(strongest, nan=-1.0), axis=1, kind="stable").tolist()
+        rows = zip(
+            order,
+            strongest.tolist(),
+            cls.tolist(),
+            zip(mean_speed.tolist(), path_q50.tolist(), path_q99.tolist(), strict=True),
+            attrs.xyxy.tolist(),
+            attrs.track_id.tolist(),
+            scores.object_score.tolist(),
+            strict=True,
+        )
+        for i, (ranked_all, row, k, speed, box, track_id, score) in enumerate(rows):
+            ranked = [j for j in ranked_all if math.isfinite(row[j]) and row[j] >= MIN_REASON_SCORE]
+            ranked = self._class_first(ranked, scores.attribute_names, i, k, attrs)
             top = ranked[: self.max_reasons]
-            speed = (float(mean_speed[i]), float(path_q50[i]), float(path_q99[i]))
-            reasons = [self._ranked_reason(scores, j, i, int(cls[i]), attrs, graph, speed) for j in top]
-            box = tuple(float(v) for v in attrs.xyxy[i])
+            reasons = [self._ranked_reason(scores, j, i, k, attrs, graph, speed) for j in top]
             objects.append(
                 ObjectExplanation(
-                    track_id=int(attrs.track_id[i]),
+                    track_id=track_id,
                     class_name=attrs.name_of(i),
                     xyxy=(box[0], box[1], box[2], box[3]),
-                    score=float(scores.object_score[i]),
+                    score=score,
                     reasons=tuple(reasons),
                 )
             )
