@@ -2,8 +2,8 @@
 
 Stages are nodes; an edge A -> B means B needs a slot that A provides. The source provides
 `frame`. The graph must have exactly one provider per needed slot and no cycle; the runner then
-executes the stages as a pipeline in a topological order (each stage its own worker, so different
-frames are in different stages at once).
+executes the stages as a pipeline in a topological order (each stage its own worker, or consecutive
+interpreter-bound stages one worker together, so different frames are in different stages at once).
 """
 
 from __future__ import annotations

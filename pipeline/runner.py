@@ -1,4 +1,5 @@
-"""The threaded runner: one thread per source, one worker per stage, bounded channels, one stop event.
+"""The threaded runner: one thread per source, one worker per stage (consecutive interpreter-bound stages
+share one), bounded channels, one stop event.
 
 Live mode never builds latency (the ingress drops a camera's oldest frame when it is behind);
 replay mode is lossless (sources block) and runs as fast as the machine allows or, with
@@ -41,6 +42,9 @@ class RunnerOptions:
     drain_timeout_s: float = 10.0
     unhealthy_after: int = 5  # consecutive failures that mark a stage unhealthy
     poll_s: float = 0.05
+    #: consecutive stages that are `interpreter_bound` run in one worker thread instead of one each: Python
+    #: runs one thread at a time (the GIL), so separate threads could not run them in parallel anyway
+    share_interpreter_bound: bool = True
     #: per camera: analyse at most this many frames per second (others pass through unanalysed)
     analysis_fps: Mapping[str, float] = field(default_factory=dict)
 
@@ -122,9 +126,12 @@ class Runner:
         self._start_stages()
         workers = [
             threading.Thread(
-                target=self._stage_worker, args=(i, stage), name=f"stage-{stage.name}", daemon=True
+                target=self._stage_worker,
+                args=(first, group),
+                name="stage-" + "+".join(stage.name for stage in group),
+                daemon=True,
             )
-            for i, stage in enumerate(self.graph.order)
+            for first, group in self._worker_groups()
         ]
         finisher = threading.Thread(target=self._finish_worker, name="finish", daemon=True)
         feeders = []
@@ -238,38 +245,71 @@ class Runner:
                 self._call_stop(stage)
             raise
 
+    def _worker_groups(self) -> list[tuple[int, list[Stage]]]:
+        """(index of the first stage, stages) per worker thread: one stage each, except that consecutive
+        `interpreter_bound` stages share one worker when `options.share_interpreter_bound` is on."""
+        groups: list[tuple[int, list[Stage]]] = []
+        for i, stage in enumerate(self.graph.order):
+            previous = groups[-1][1][-1] if groups else None
+            if (
+                self.options.share_interpreter_bound
+                and previous is not None
+                and previous.interpreter_bound
+                and stage.interpreter_bound
+            ):
+                groups[-1][1].append(stage)
+            else:
+                groups.append((i, [stage]))
+        return groups
+
     def _input_of(self, index: int) -> Ingress | Pipe:
         return self.ingress if index == 0 else self.pipes[index - 1]
 
-    def _stage_worker(self, index: int, stage: Stage) -> None:
-        inbox = self._input_of(index)
-        outbox = self.pipes[index]
-        failures = 0
+    def _stage_worker(self, first: int, group: Sequence[Stage]) -> None:
+        """Run `group` (the stages order[first : first + len(group)]) in this thread, in order.
+
+        Each stage keeps its own metrics, failure count and hooks; only the thread is shared.
+        """
+        inbox = self._input_of(first)
+        outbox = self.pipes[first + len(group) - 1]
+        failures = [0] * len(group)
+        head = group[0]
         try:
             while not self._abort.is_set():
                 try:
-                    items = inbox.get_batch(stage.max_batch, self.options.poll_s * 4, stage.batch_wait_s)
+                    items = inbox.get_batch(head.max_batch, self.options.poll_s * 4, head.batch_wait_s)
                 except Closed:
                     break
                 ready: list[FramePacket] = []
                 for item in items:
                     if isinstance(item, SourceEvent):
-                        failures = self._run_batch(stage, ready, failures)
+                        self._run_group(group, ready, failures)
                         self._forward(outbox, ready)
                         ready = []
-                        self._control(stage, item)
-                        pending = stage.drain_events()
-                        if pending:
-                            item = replace(item, events=(*item.events, *pending))
+                        for stage in group:
+                            self._control(stage, item)
+                            pending = stage.drain_events()
+                            if pending:
+                                item = replace(item, events=(*item.events, *pending))
                         outbox.put(item, self._abort)
                     else:
-                        self.metrics.frames_in.labels(item.frame.camera, stage.name).inc()
                         ready.append(item)
-                failures = self._run_batch(stage, ready, failures)
+                self._run_group(group, ready, failures)
                 self._forward(outbox, ready)
         finally:
             outbox.close()
-            self._call_stop(stage)
+            for stage in group:
+                self._call_stop(stage)
+
+    def _run_group(self, group: Sequence[Stage], packets: list[FramePacket], failures: list[int]) -> None:
+        if not packets:
+            return
+        for k, stage in enumerate(group):
+            for packet in packets:
+                self.metrics.frames_in.labels(packet.frame.camera, stage.name).inc()
+            step = stage.max_batch if k and stage.max_batch > 0 else len(packets)
+            for start in range(0, len(packets), step):
+                failures[k] = self._run_batch(stage, packets[start : start + step], failures[k])
 
     def _forward(self, outbox: Pipe, packets: list[FramePacket]) -> None:
         for packet in packets:

@@ -21,6 +21,10 @@ class Stage(ABC):
     max_batch: int = 1
     #: once a frame is waiting, how long to wait for more to fill a batch (bounds added latency)
     batch_wait_s: float = 0.0
+    #: the stage spends most of its time running Python (numpy on small arrays included), holding the
+    #: interpreter lock, rather than in native code that releases it (models, optical flow, codecs).
+    #: The runner runs consecutive interpreter-bound stages in one thread (RunnerOptions).
+    interpreter_bound: ClassVar[bool] = False
 
     def on_start(self) -> None:
         """Load models, open files. Called once in the stage's worker before the first packet."""

@@ -256,6 +256,7 @@ def observations(
 
 class EventStage(Stage):
     name = "events"
+    interpreter_bound = True
     needs = ("frame", "attributes", "scores", "explanations")
     provides = ("events",)
 

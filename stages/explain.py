@@ -284,6 +284,7 @@ class Explainer:
 
 class ExplainStage(Stage):
     name = "explain"
+    interpreter_bound = True
     needs = ("attributes", "scores")
     provides = ("explanations",)
 

@@ -211,6 +211,7 @@ class SceneGraphStage(Stage):
     """Relations between the objects of a frame, from their attributes."""
 
     name = "scene_graph"
+    interpreter_bound = True
     needs = ("attributes",)
     provides = ("scene_graph",)
 

@@ -186,6 +186,7 @@ class ScoreStage(Stage):
     """
 
     name = "score"
+    interpreter_bound = True
     needs = ("attributes", "scene_graph")
     provides = ("scores",)
 

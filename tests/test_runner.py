@@ -354,3 +354,54 @@ def test_frame_to_event_latency_is_measured_for_new_events() -> None:
     total = metrics.registry.get_sample_value("vigil_event_latency_seconds_sum", labels)
     assert count == 1  # the update is not a new event
     assert total is not None and 0.05 <= total < 5.0
+
+
+class InterpreterBound(Stage):
+    """An interpreter-bound stage that records its worker thread, hooks and frames; fails on `fail_on`."""
+
+    interpreter_bound = True
+    needs = ("frame", "detections")
+
+    def __init__(self, name: str, fail_on: frozenset[int] = frozenset()) -> None:
+        self.name = name  # type: ignore[misc]
+        self.fail_on = fail_on
+        self.threads: set[int] = set()
+        self.seen: list[tuple[str, int]] = []
+
+    def on_source_added(self, event: SourceEvent) -> None:
+        self.seen.append(("added", -1))
+
+    def on_source_eos(self, event: SourceEvent) -> None:
+        self.seen.append(("eos", -1))
+
+    def process(self, packet: FramePacket) -> None:
+        self.threads.add(threading.get_ident())
+        if packet.frame.index in self.fail_on:
+            raise ValueError(f"{self.name} fails on frame {packet.frame.index}")
+        self.seen.append(("frame", packet.frame.index))
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_consecutive_interpreter_bound_stages_share_one_worker_and_keep_their_own_accounting(
+    share: bool,
+) -> None:
+    first, second = InterpreterBound("first", fail_on=frozenset({3})), InterpreterBound("second")
+    metrics = Metrics()
+    packets, report = run_stages(
+        [Detect(), first, second],
+        [FramesSource("cam", frames("cam", 20))],
+        options=RunnerOptions(share_interpreter_bound=share, pipe_capacity=1),
+        metrics=metrics,
+    )
+    assert report.frames_completed == {"cam": 20}
+    assert [p.frame.index for p in packets] == list(range(20))
+    assert len(first.threads) == len(second.threads) == 1
+    assert (first.threads == second.threads) is share
+    assert report.stage_errors == {"first": 1}  # a failure stays the failing stage's, and the frame goes on
+    for stage in (first, second):
+        expected = [i for i in range(20) if stage is second or i != 3]
+        assert stage.seen == [("added", -1), *[("frame", i) for i in expected], ("eos", -1)]
+        frames_in = {"camera": "cam", "stage": stage.name}
+        assert metrics.registry.get_sample_value("vigil_stage_frames_in_total", frames_in) == 20
+        timed = metrics.registry.get_sample_value("vigil_stage_latency_seconds_count", {"stage": stage.name})
+        assert timed == 20  # every frame it ran on, the failed one included
