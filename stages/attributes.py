@@ -63,7 +63,8 @@ def polar_histograms(speeds: list[np.ndarray], angles: list[np.ndarray], bins: t
         return np.zeros((len(speeds), n_bins), np.float32)
     speed = np.concatenate([s.ravel() for s in speeds])
     angle = np.concatenate([a.ravel() for a in angles])
-    mi = np.clip(np.searchsorted(magnitude_edges(n_mag), speed, side="right") - 1, 0, n_mag - 1)
+    mi = np.searchsorted(magnitude_edges(n_mag), speed, side="right") - 1
+    mi = np.minimum(np.maximum(mi, 0), n_mag - 1)  # integers: np.clip's values
     oi = np.minimum((angle * (n_ori / (2 * np.pi))).astype(np.int64), n_ori - 1)
     row = np.repeat(np.arange(len(speeds)) * n_bins, sizes)
     out = np.bincount(row + mi * n_ori + oi, minlength=len(speeds) * n_bins).astype(np.float32)
@@ -240,7 +241,6 @@ class AttributesStage(Stage):
     """Per-object attributes from detections and flow (pose and appearance when those stages run)."""
 
     name = "attributes"
-    interpreter_bound = True
     needs = ("frame", "detections", "flow")
     provides = ("attributes",)
 

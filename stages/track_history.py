@@ -160,7 +160,8 @@ class TrackHistory:
         xs = np.array(track.ground_x)
         ys = np.asarray(track.y2)
         far = np.hypot(xs - xs[-1], ys - ys[-1]) > self.dwell_radius * h_now
-        last_far = int(np.flatnonzero(far)[-1]) if far.any() else -1
+        far_at = np.flatnonzero(far)
+        last_far = int(far_at[-1]) if len(far_at) else -1
         start = last_far + 1 if last_far >= 0 else 0
         dwell = track.t[-1] - track.t[start]
         return Kinematics(velocity=velocity, scale_rate=scale_rate, dwell=float(dwell), age=track.age)

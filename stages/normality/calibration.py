@@ -119,6 +119,8 @@ class CalibratorTable:
         self.calibrators = tuple(calibrators)
         self._present = np.array([c is not None for c in self.calibrators], bool)
         self._fitted = np.array([c is not None and c.fitted for c in self.calibrators], bool)
+        # every calibrator fitted (a missing one's column is NaN anyway): no unfitted scores to compute
+        self._all_fitted = bool((self._fitted | ~self._present).all())
         # per column; a column without a fitted calibrator gets placeholders (its result is replaced)
         cal = [c if c is not None and c.fitted else None for c in self.calibrators]
         sizes = np.array([0 if c is None else len(c.values) for c in cal], np.int64)
@@ -149,7 +151,8 @@ class CalibratorTable:
         below = np.searchsorted(self._keys, key, side="left") - self._start
         ge = self._m - below
         out = _tail_scores(raw, ge / self._m, self._n, self._q99, self._scale)
-        out = np.where(self._fitted, out, _unfitted_scores(raw))
+        if not self._all_fitted:
+            out = np.where(self._fitted, out, _unfitted_scores(raw))
         # as TailCalibrator: a fitted one gives NaN for any non-finite raw, an unfitted one clips +-inf
         return np.where((finite | ~self._fitted) & self._present, out, np.nan)
 

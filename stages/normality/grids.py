@@ -107,26 +107,24 @@ class QuantileGrid:
     def _resolved(self) -> tuple[np.ndarray, np.ndarray]:
         """Per (cell, class): the quantile row `lookup` falls back to and its level, resolved once.
 
-        The cell's own row when it has `min_samples`, else the class's when that has them, else all."""
+        The cell's own row when it has `min_samples`, else the class's when that has them, else all;
+        one more class column, the overall row, for classes beyond the tables'."""
         overall = 2 if self.all_n else 3
         by_cell = self.cell_n >= self.min_samples  # (C, K)
         by_class = self.class_n >= self.min_samples  # (K,)
         per_class = np.where(by_class[:, None], self.class_q, self.all_q[None])  # (K, Q)
         table = np.where(by_cell[..., None], self.cell_q, per_class[None]).astype(self.all_q.dtype)
         level = np.where(by_cell, 0, np.where(by_class, 1, overall)[None]).astype(np.int8)
+        cells = len(table)
+        table = np.concatenate([table, np.broadcast_to(self.all_q, (cells, 1, len(self.all_q)))], axis=1)
+        level = np.concatenate([level, np.full((cells, 1), overall, np.int8)], axis=1)
         return table, level
 
     def lookup(self, cell: np.ndarray, cls_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quantile rows (N, Q) for each object and the level used (0 cell, 1 class, 2 all, 3 none);
         a class beyond the tables' (none in a model's own class axis) gets the overall row."""
-        known = cls_ < self.class_q.shape[0]
-        if known.all():
-            return self._table[cell, cls_], self._level[cell, cls_]
-        safe = np.where(known, cls_, 0)
-        out, level = self._table[cell, safe], self._level[cell, safe]
-        out[~known] = self.all_q
-        level[~known] = 2 if self.all_n else 3
-        return out, level
+        k = np.minimum(cls_, self.class_q.shape[0])  # beyond: the overall column
+        return self._table[cell, k], self._level[cell, k]
 
     def robust_z(
         self, cell: np.ndarray, cls_: np.ndarray, x: np.ndarray, sided: str, floor: float
