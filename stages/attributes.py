@@ -241,6 +241,7 @@ class AttributesStage(Stage):
     """Per-object attributes from detections and flow (pose and appearance when those stages run)."""
 
     name = "attributes"
+    interpreter_bound = True
     needs = ("frame", "detections", "flow")
     provides = ("attributes",)
 
