@@ -143,8 +143,11 @@ def cpu_clocked(stages: list, totals: dict[str, float]) -> None:  # type: ignore
         stage.process_batch = process_batch
 
 
-def graph_run(cfg: VigilConfig, clip: Path, model: NormalityModel | None = None) -> dict[str, object]:
-    """One replay of `clip`; `model`: the full explained graph (every camera scored by it), else perception"""
+def graph_run(
+    cfg: VigilConfig, clip: Path, model: NormalityModel | None = None, share_workers: bool = True
+) -> dict[str, object]:
+    """One replay of `clip`; `model`: the full explained graph (every camera scored by it), else perception;
+    `share_workers`: RunnerOptions.share_interpreter_bound (off: one thread per stage)"""
     stages = perception_stages(cfg) if model is None else build_stages(cfg, {ANY_CAMERA: model})
     warm_up(stages, clip)
     stage_cpu: dict[str, float] = {}
@@ -157,7 +160,7 @@ def graph_run(cfg: VigilConfig, clip: Path, model: NormalityModel | None = None)
         threading.Event(),
         sinks=make_sinks(cfg) if model is not None else (),
         # lossless replay; the drain after the file ends holds every queued frame, so allow it time
-        options=RunnerOptions(drain_timeout_s=600.0),
+        options=RunnerOptions(drain_timeout_s=600.0, share_interpreter_bound=share_workers),
     )
     cpu0 = time.process_time()
     report = runner.run()
@@ -256,6 +259,12 @@ def main() -> None:
         help="with --model: also run each setting perception-only (label FORMAT+perception), same process",
     )
     ap.add_argument(
+        "--also-per-stage-workers",
+        action="store_true",
+        help="also run each setting with one worker thread per stage (RunnerOptions.share_interpreter_bound "
+        "off), labelled FORMAT+per-stage-workers",
+    )
+    ap.add_argument(
         "--variants",
         nargs="*",
         default=[],
@@ -311,11 +320,18 @@ def main() -> None:
         if model is not None and args.also_perception:
             for fmt in args.formats:
                 settings[f"{fmt}+perception"] = (with_format(cfg, fmt), None)
+        per_stage_workers: set[str] = set()
+        if args.also_per_stage_workers:
+            for label, setting in list(settings.items()):
+                settings[f"{label}+per-stage-workers"] = setting
+                per_stage_workers.add(f"{label}+per-stage-workers")
         runs: dict[str, list[dict[str, object]]] = {label: [] for label in settings}
         naive_runs: list[dict[str, float]] = []
         for _ in range(args.repeat):  # interleaved, so each setting sees the same spells of load
             for label, (setting, setting_model) in settings.items():
-                runs[label].append(graph_run(setting, clip, setting_model))
+                runs[label].append(
+                    graph_run(setting, clip, setting_model, share_workers=label not in per_stage_workers)
+                )
             if not args.no_naive:
                 naive_runs.append(naive_run(clip))
         for fmt in settings:
