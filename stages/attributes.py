@@ -16,6 +16,7 @@ Appearance row: D = `AttributesConfig.appearance_dim`; NaN when the object has n
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -164,18 +165,19 @@ class AttributeExtractor:
         r = np.minimum((ground[:, 1] * rows).astype(np.int32), rows - 1)
         c = np.minimum((ground[:, 0] * cols).astype(np.int32), cols - 1)
 
-        velocity = np.full((n, 2), np.nan, np.float32)
-        scale_rate = np.full(n, np.nan, np.float32)
-        dwell = np.zeros(n, np.float32)
-        age = np.ones(n, np.int32)
-        for i in range(n):
-            tid = int(track_id[i])
+        # kinematics per object in Python floats, converted to arrays once
+        velocity_l, scale_l = [(math.nan, math.nan)] * n, [math.nan] * n
+        dwell_l, age_l = [0.0] * n, [1] * n
+        for i, (tid, box) in enumerate(zip(track_id.tolist(), xyxy.tolist(), strict=True)):
             if i < n_det and tid < 0:  # an untracked detection has no history
                 continue
-            k = cam.history.update(tid, frame.pts, tuple(xyxy[i].tolist()))
-            velocity[i] = k.velocity
-            scale_rate[i], dwell[i], age[i] = k.scale_rate, k.dwell, k.age
+            k = cam.history.update(tid, frame.pts, (box[0], box[1], box[2], box[3]))
+            velocity_l[i], scale_l[i], dwell_l[i], age_l[i] = k.velocity, k.scale_rate, k.dwell, k.age
         cam.history.expire(frame.pts)
+        velocity = np.array(velocity_l, np.float32).reshape(n, 2)
+        scale_rate = np.array(scale_l, np.float32)
+        dwell = np.array(dwell_l, np.float32)
+        age = np.array(age_l, np.int32)
 
         n_bins = cfg.motion_bins[0] * cfg.motion_bins[1]
         flow_speed = np.full(n, np.nan, np.float32)

@@ -91,6 +91,10 @@ def minmod(a: float, b: float) -> float:
     return float("nan") if math.isnan(a) or math.isnan(b) else 0.0
 
 
+#: samples of a track's history looked at first for the dwell (TrackHistory._last_far)
+DWELL_RECENT = 16
+
+
 class TrackHistory:
     """Track states of ONE camera; expires tracks not seen for `expiry_s` seconds."""
 
@@ -139,6 +143,21 @@ class TrackHistory:
         for k in stale:
             del self._tracks[k]
 
+    def _last_far(self, track: _Track, radius: float) -> int:
+        """Index of the track's last sample whose ground point lies more than `radius` pixels from the
+        current one (-1: none). The recent samples are looked at first and the whole history only when
+        none of them is far: a moving track's is near the end, and histories grow to `max_samples`."""
+        n = len(track.t)
+        size = min(n, DWELL_RECENT)
+        while True:
+            xs, ys = np.array(track.ground_x[-size:]), np.array(track.y2[-size:])
+            far_at = np.flatnonzero(np.hypot(xs - xs[-1], ys - ys[-1]) > radius)
+            if len(far_at):
+                return n - size + int(far_at[-1])
+            if size == n:
+                return -1
+            size = n
+
     def _kinematics(self, track: _Track) -> Kinematics:
         w = min(len(track.t), self.velocity_window)
         t = track.t[-w:]
@@ -157,11 +176,7 @@ class TrackHistory:
         else:
             velocity, scale_rate = (float("nan"), float("nan")), float("nan")
         # dwell: time since the earliest sample from which on the ground point stayed near where it is now
-        xs = np.array(track.ground_x)
-        ys = np.asarray(track.y2)
-        far = np.hypot(xs - xs[-1], ys - ys[-1]) > self.dwell_radius * h_now
-        far_at = np.flatnonzero(far)
-        last_far = int(far_at[-1]) if len(far_at) else -1
+        last_far = self._last_far(track, self.dwell_radius * h_now)
         start = last_far + 1 if last_far >= 0 else 0
         dwell = track.t[-1] - track.t[start]
         return Kinematics(velocity=velocity, scale_rate=scale_rate, dwell=float(dwell), age=track.age)
