@@ -60,18 +60,16 @@ class Explainer:
     def __init__(self, model: NormalityModel, max_reasons: int = MAX_REASONS) -> None:
         self.model = model
         self.max_reasons = max_reasons
-        self._mean_speed = TrackSmoother(max(model.sustained_window, 1))
-        self._path_q50 = TrackSmoother(max(model.sustained_window, 1))
-        self._path_q99 = TrackSmoother(max(model.sustained_window, 1))
+        # per track: the mean of its speed, and of the normal speed's median and 99th pct where it was
+        self._path_speed = TrackSmoother(max(model.sustained_window, 1))
 
     def explain(self, attrs: ObjectAttributes, scores: Scores, graph: SceneGraph | None) -> Explanations:
         objects = []
         cls = self.model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
         strongest = scores.strongest()
-        mean_speed = self._mean_speed(attrs.track_id, attrs.speed.astype(np.float64))
         q = self.model.quantities["speed"].lookup(attrs.cell.astype(np.int64), cls)[0]
-        path_q50 = self._path_q50(attrs.track_id, q[:, Q50].astype(np.float64))
-        path_q99 = self._path_q99(attrs.track_id, q[:, Q99].astype(np.float64))
+        speeds = np.stack([attrs.speed.astype(np.float64), q[:, Q50], q[:, Q99]], axis=1)
+        path_speed = self._path_speed(attrs.track_id, speeds)
         # ranked by calibrated score (every object's row sorted at once); attributes under
         # MIN_REASON_SCORE give no reason
         order = np.argsort(-np.nan_to_num(strongest, nan=-1.0), axis=1, kind="stable").tolist()
@@ -79,7 +77,7 @@ class Explainer:
             order,
             strongest.tolist(),
             cls.tolist(),
-            zip(mean_speed.tolist(), path_q50.tolist(), path_q99.tolist(), strict=True),
+            [tuple(row) for row in path_speed.tolist()],
             attrs.xyxy.tolist(),
             attrs.track_id.tolist(),
             scores.object_score.tolist(),

@@ -54,32 +54,41 @@ def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
 class TrackSmoother:
     """Causal per-track mean of the last `window` values (a younger track: of the values it has).
 
-    A NaN value (not measured this frame) is not kept: the mean of the others, NaN while none."""
+    A NaN value (not measured this frame) is not kept: the mean of the others, NaN while none.
+    Values (N, C) are C series per track, each smoothed on its own (one call instead of C smoothers)."""
 
     def __init__(self, window: int, expiry_frames: int = 50) -> None:
         self.window = window
         self.expiry_frames = expiry_frames
-        self._tracks: dict[int, tuple[int, deque[float]]] = {}  # id -> (last frame seen, scores)
+        # id -> (last frame seen, the recent values of each series)
+        self._tracks: dict[int, tuple[int, list[deque[float]]]] = {}
         self._frame = 0
 
     def __call__(self, track_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(N,) or (N, C) smoothed values, float64."""
         self._frame += 1
         if self.window <= 1:
             return scores
-        out = np.empty(len(scores), np.float64)
-        for i, (tid, value) in enumerate(zip(track_ids.tolist(), scores.tolist(), strict=True)):
+        values = np.asarray(scores, np.float64)
+        out = []
+        rows = values if values.ndim == 2 else values[:, None]
+        for tid, row in zip(track_ids.tolist(), rows.tolist(), strict=True):
             if tid == UNTRACKED:  # no identity to accumulate over: the frame's own score
-                out[i] = value
+                out.append(row)
                 continue
-            _, recent = self._tracks.get(tid, (0, deque(maxlen=self.window)))
-            if math.isfinite(value):
-                recent.append(float(value))
-            self._tracks[tid] = (self._frame, recent)
-            out[i] = sum(recent) / len(recent) if recent else math.nan
+            entry = self._tracks.get(tid)
+            series = entry[1] if entry is not None else [deque(maxlen=self.window) for _ in row]
+            smoothed = []
+            for recent, value in zip(series, row, strict=True):
+                if math.isfinite(value):
+                    recent.append(value)
+                smoothed.append(sum(recent) / len(recent) if recent else math.nan)
+            self._tracks[tid] = (self._frame, series)
+            out.append(smoothed)
         if self._frame % self.expiry_frames == 0:
             cutoff = self._frame - self.expiry_frames
             self._tracks = {t: v for t, v in self._tracks.items() if v[0] >= cutoff}
-        return out
+        return np.array(out, np.float64).reshape(values.shape)
 
 
 @dataclass

@@ -39,7 +39,7 @@ SUSTAINED_ATTRIBUTES = (
 
 @dataclass
 class _Ring:
-    values: np.ndarray  # (window, A): the last scores, NaN where not applicable or not yet filled
+    values: np.ndarray  # (A, window): the last scores, NaN where not applicable or not yet filled
     last_frame: int
     next: int = 0
 
@@ -69,10 +69,10 @@ class SustainedEvidence:
             if tid <= UNTRACKED:
                 continue
             ring = self.tracks.get(tid)
-            if ring is None or ring.values.shape[1] != a:
-                ring = _Ring(np.full((self.window, a), np.nan), self._frame)
+            if ring is None or ring.values.shape[0] != a:
+                ring = _Ring(np.full((a, self.window), np.nan), self._frame)
                 self.tracks[tid] = ring
-            ring.values[ring.next] = scores[i]
+            ring.values[:, ring.next] = scores[i]
             ring.next = (ring.next + 1) % self.window
             ring.last_frame = self._frame
             rows.append(i)
@@ -86,11 +86,14 @@ class SustainedEvidence:
 
 
 def nan_median(values: np.ndarray, min_count: int) -> np.ndarray:
-    """(M, W, A) -> (M, A): the median over axis 1 of the finite values; NaN where fewer than
-    `min_count` are finite (np.nanmedian's result without its all-NaN warnings, in one sort)."""
-    count = np.isfinite(values).sum(axis=1)  # (M, A)
-    ordered = np.sort(values, axis=1)  # NaN sort last
+    """(M, A, W) -> (M, A): the median over the last axis of the finite values; NaN where fewer than
+    `min_count` are finite (np.nanmedian's result without its all-NaN warnings, in one sort along
+    contiguous rows)."""
+    window = values.shape[-1]
+    count = np.isfinite(values).sum(axis=-1)  # (M, A)
+    ordered = np.sort(values, axis=-1).reshape(-1, window)  # NaN sort last
     lo = np.maximum(count - 1, 0) // 2
-    hi = count // 2
-    pick = np.take_along_axis(ordered, np.stack([lo, np.minimum(hi, values.shape[1] - 1)], axis=1), axis=1)
-    return np.where(count >= max(min_count, 1), (pick[:, 0] + pick[:, 1]) / 2.0, np.nan)
+    hi = np.minimum(count // 2, window - 1)
+    row = np.arange(len(ordered))
+    low, high = ordered[row, lo.ravel()].reshape(count.shape), ordered[row, hi.ravel()].reshape(count.shape)
+    return np.where(count >= max(min_count, 1), (low + high) / 2.0, np.nan)
