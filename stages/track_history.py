@@ -145,10 +145,11 @@ class TrackHistory:
 
     def _last_far(self, track: _Track, radius: float) -> int:
         """Index of the track's last sample whose ground point lies more than `radius` pixels from the
-        current one (-1: none). The recent samples are looked at first and the whole history only when
-        none of them is far: a moving track's is near the end, and histories grow to `max_samples`."""
+        current one (-1: none). In a long history the recent samples are looked at first and the whole
+        history only when none of them is far: a moving track's is near the end, and histories grow to
+        `max_samples`."""
         n = len(track.t)
-        size = min(n, DWELL_RECENT)
+        size = n if n <= 4 * DWELL_RECENT else DWELL_RECENT  # a short history: in one pass
         while True:
             xs, ys = np.array(track.ground_x[-size:]), np.array(track.y2[-size:])
             far_at = np.flatnonzero(np.hypot(xs - xs[-1], ys - ys[-1]) > radius)
