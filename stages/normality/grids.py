@@ -33,6 +33,7 @@ class CountGrid:
         self.prior_strength = prior_strength
         total = self.counts.sum(axis=0)
         self.global_p = (total + 0.5) / (total.sum() + 0.5 * counts.shape[1])
+        self._n_cell: np.ndarray | None = None  # counts per cell, summed on first use after a change
 
     @classmethod
     def empty(cls, cells: int, values: int) -> CountGrid:
@@ -40,6 +41,7 @@ class CountGrid:
 
     def add(self, cell: np.ndarray, value: np.ndarray) -> None:
         np.add.at(self.counts, (cell, value), 1.0)
+        self._n_cell = None
 
     def finalize(self) -> CountGrid:
         """Spread a little mass to neighbouring cells is done by the caller; recompute the prior."""
@@ -47,7 +49,9 @@ class CountGrid:
 
     def probability(self, cell: np.ndarray, value: np.ndarray) -> np.ndarray:
         a = self.prior_strength
-        n_cell = self.counts.sum(axis=1)[cell]
+        if self._n_cell is None:
+            self._n_cell = self.counts.sum(axis=1)
+        n_cell = self._n_cell[cell]
         return (self.counts[cell, value] + a * self.global_p[value]) / (n_cell + a)
 
     def count(self, cell: np.ndarray, value: np.ndarray) -> np.ndarray:

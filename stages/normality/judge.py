@@ -145,9 +145,9 @@ def direction_probability(
 ) -> np.ndarray:
     """p(direction sector | cell, class), backed off to the class's image-wide sector frequencies."""
     d = model.direction
-    per_class = d.sum(axis=0)  # (K, B)
-    p_class = (per_class[cls, b] + 1.0) / (per_class[cls].sum(axis=1) + DIRECTION_BINS)
-    n_cell = d[cell, cls].sum(axis=1)
+    per_class, class_total, cell_total = model.direction_totals()
+    p_class = (per_class[cls, b] + 1.0) / (class_total[cls] + DIRECTION_BINS)
+    n_cell = cell_total[cell, cls]
     prior = 4.0
     return (d[cell, cls, b] + prior * p_class) / (n_cell + prior)
 

@@ -82,6 +82,8 @@ class NormalityModel:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _class_flags: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _direction_seen: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _direction_totals: tuple[np.ndarray, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @property
     def cells(self) -> int:
@@ -115,6 +117,16 @@ class NormalityModel:
         if flags is None:
             flags = self._class_flags[name] = np.array([n == name for n in self.class_names], bool)
         return flags
+
+    def direction_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sums of the direction counts, built once (again if `direction` is replaced): per class and
+        sector over all cells (K, B), their total per class (K,), and per cell and class (C, K)."""
+        if self._direction_seen is not self.direction:
+            per_class = self.direction.sum(axis=0)
+            self._direction_totals = (per_class, per_class.sum(axis=1), self.direction.sum(axis=2))
+            self._direction_seen = self.direction
+        per_class, class_total, cell_total = self._direction_totals
+        return per_class, class_total, cell_total
 
     def object_calibrator(self, attributes: tuple[str, ...], how: str) -> TailCalibrator:
         """Calibrator of the object combination for this attribute subset, from the held-out raw scores."""
