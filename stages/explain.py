@@ -38,14 +38,19 @@ COMPASS = ("right", "down-right", "down", "down-left", "left", "up-left", "up", 
 def _history_text(a: str, name: str, speed: float) -> str | None:
     """What a history or nearest-neighbour attribute's deviation means, without its numbers (None for
     attributes whose sentences are built from their own model parts)."""
-    return {
-        "motion": f"motion pattern of this {name} unlike normal ones",
-        "pose": "body pose unlike any normal pose here",
-        "appearance": f"this {name} looks unlike anything seen in training",
-        "dynamics": "erratic movement: its next step does not follow from the last ones",
-        "speed_vs_pose": f"gliding: {speed:.1f} body-heights/s with little leg motion",
-        "gait": f"gliding: moving {speed:.1f} body-heights/s without the box swing of a walking stride",
-    }.get(a)
+    if a == "motion":
+        return f"motion pattern of this {name} unlike normal ones"
+    if a == "pose":
+        return "body pose unlike any normal pose here"
+    if a == "appearance":
+        return f"this {name} looks unlike anything seen in training"
+    if a == "dynamics":
+        return "erratic movement: its next step does not follow from the last ones"
+    if a == "speed_vs_pose":
+        return f"gliding: {speed:.1f} body-heights/s with little leg motion"
+    if a == "gait":
+        return f"gliding: moving {speed:.1f} body-heights/s without the box swing of a walking stride"
+    return None
 
 
 class Explainer:
@@ -134,7 +139,6 @@ class Explainer:
         held = float("nan") if scores.sustained_scores is None else float(scores.sustained_scores[i, j])
         if not (math.isfinite(held) and (not math.isfinite(now) or held > now)):
             return self._reason(a, now, i, k, attrs, graph)
-        base = self._reason(a, now if math.isfinite(now) else 0.0, i, k, attrs, graph)
         window = self.model.sustained_window
         cal = self.model.sustained_calibrators[a]
         median, q99 = cal.inverse(held), cal.q99
@@ -145,7 +149,9 @@ class Explainer:
                 f"moving {mean_speed:.1f} body-heights/s on average (now {float(attrs.speed[i]):.1f}), "
                 f"normal for {attrs.name_of(i)} where it went {normal:.1f} (99th pct {normal99:.1f})"
             )
-        text = text or _history_text(a, attrs.name_of(i), mean_speed) or base.sentence
+        text = text or _history_text(a, attrs.name_of(i), mean_speed)
+        if not text:  # the sentence of this frame's own reason
+            text = self._reason(a, now if math.isfinite(now) else 0.0, i, k, attrs, graph).sentence
         return Reason(
             a,
             f"median score {median:.2f} over its last {window} analysed frames",
