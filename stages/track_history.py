@@ -39,20 +39,27 @@ class _Track:
     y1: list[float] = field(default_factory=list)
     x2: list[float] = field(default_factory=list)
     y2: list[float] = field(default_factory=list)
-    ground_x: list[float] = field(default_factory=list)  # (x1 + x2) / 2, for the dwell
+    #: the samples' ground points for the dwell, x = (x1 + x2) / 2 in row 0 and y2 in row 1, as an array
+    #: that grows by doubling (no list-to-array conversion per frame); its first len(t) columns are used
+    ground: np.ndarray = field(default_factory=lambda: np.empty((2, 64)))
     age: int = 0
 
     def columns(self) -> tuple[list[float], ...]:
-        return (self.t, self.x1, self.y1, self.x2, self.y2, self.ground_x)
+        return (self.t, self.x1, self.y1, self.x2, self.y2)
 
     def append(self, t: float, box: tuple[float, float, float, float], keep: int) -> None:
-        x1, _, x2, _ = box
-        for values, v in zip(self.columns(), (t, *box, (x1 + x2) / 2), strict=True):
+        n = len(self.t)
+        for values, v in zip(self.columns(), (t, *box), strict=True):
             values.append(v)
+        if n == self.ground.shape[1]:
+            self.ground = np.concatenate([self.ground, np.empty_like(self.ground)], axis=1)
+        x1, _, x2, y2 = box
+        self.ground[0, n], self.ground[1, n] = (x1 + x2) / 2, y2
         self.age += 1
         if len(self.t) > 2 * keep:  # trim in chunks so appends stay amortised O(1)
             for values in self.columns():
                 del values[:-keep]
+            self.ground[:, :keep] = self.ground[:, n + 1 - keep : n + 1].copy()
 
 
 def slope(t: list[float], v: list[float]) -> float:
@@ -151,7 +158,7 @@ class TrackHistory:
         n = len(track.t)
         size = n if n <= 4 * DWELL_RECENT else DWELL_RECENT  # a short history: in one pass
         while True:
-            xs, ys = np.array(track.ground_x[-size:]), np.array(track.y2[-size:])
+            xs, ys = track.ground[0, n - size : n], track.ground[1, n - size : n]
             far_at = np.flatnonzero(np.hypot(xs - xs[-1], ys - ys[-1]) > radius)
             if len(far_at):
                 return n - size + int(far_at[-1])
@@ -172,7 +179,8 @@ class TrackHistory:
                 s_x1, s_x2, s_y1, s_y2, scale_rate = slopes(t, x1, x2, y1, y2, log_h)
                 vx, vy = minmod(s_x1, s_x2), minmod(s_y1, s_y2)
             else:
-                vx, vy, scale_rate = slopes(t, track.ground_x[-w:], y2, log_h)
+                ground_x = [(a + b) / 2 for a, b in zip(x1, x2, strict=True)]
+                vx, vy, scale_rate = slopes(t, ground_x, y2, log_h)
             velocity = (vx / h_mean, vy / h_mean)
         else:
             velocity, scale_rate = (float("nan"), float("nan")), float("nan")
