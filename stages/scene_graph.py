@@ -86,7 +86,7 @@ class RelationBuilder:
     def __call__(self, camera: str, t: float, attrs: ObjectAttributes) -> SceneGraph:
         cfg = self.config
         pairs = self._cameras.setdefault(camera, {})
-        rows = [i for i in range(len(attrs)) if int(attrs.track_id[i]) != -1]
+        rows = np.flatnonzero(attrs.track_id != -1).tolist()
         ids = attrs.track_id[rows].astype(np.int64)
         labels = tuple(attrs.name_of(i) for i in rows)
         xyxy = attrs.xyxy[rows].astype(np.float64)

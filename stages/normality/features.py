@@ -43,7 +43,10 @@ def split_pose(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if pose.shape[1] < 3 * k:
         return np.full((n, k, 2), np.nan), np.zeros((n, k))
     xy = pose[:, : 2 * k].reshape(n, k, 2).astype(np.float64)
-    conf = np.nan_to_num(pose[:, 2 * k : 3 * k].astype(np.float64), nan=0.0)
+    conf = pose[:, 2 * k : 3 * k].astype(np.float64)
+    np.copyto(conf, 0.0, where=np.isnan(conf))  # np.nan_to_num(nan=0.0) without its general machinery
+    if np.isinf(conf).any():  # as nan_to_num: +-inf -> the largest finite values
+        conf = np.nan_to_num(conf)
     return xy, conf
 
 
