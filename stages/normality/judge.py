@@ -145,7 +145,7 @@ def direction_probability(
 ) -> np.ndarray:
     """p(direction sector | cell, class), backed off to the class's image-wide sector frequencies."""
     d = model.direction
-    per_class, class_total, cell_total = model.direction_totals()
+    per_class, class_total, cell_total = model.direction_totals
     p_class = (per_class[cls, b] + 1.0) / (class_total[cls] + DIRECTION_BINS)
     n_cell = cell_total[cell, cls]
     prior = 4.0

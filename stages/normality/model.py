@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +76,6 @@ class NormalityModel:
     #: the perception settings its footage was measured with (pipeline.config.perception_settings);
     #: empty when not recorded (a warm-up model, or a fit from samples)
     perception: dict[str, Any] = field(default_factory=dict)
-    # lookups from class_names, built on first use (class_index, is_class)
-    _class_names_seen: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
-    _class_lookup_table: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _class_tables: dict[tuple[str, ...], np.ndarray] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _class_flags: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _direction_seen: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
-    _direction_totals: tuple[np.ndarray, ...] = field(default=(), init=False, repr=False, compare=False)
 
     @property
     def cells(self) -> int:
@@ -91,7 +83,7 @@ class NormalityModel:
 
     def class_index(self, names: tuple[str, ...], class_id: np.ndarray, is_blob: np.ndarray) -> np.ndarray:
         """Map an ObjectAttributes class_id (indexing `names`) to this model's class axis."""
-        lookup = self._class_lookup()
+        lookup = self._class_lookup
         unknown = lookup[UNKNOWN]
         table = self._class_tables.get(names)
         if table is None:  # the detector's vocabulary: one per camera, mapped once
@@ -101,32 +93,37 @@ class NormalityModel:
         out = np.where((class_id >= 0) & (class_id < len(names)), table[safe], unknown)
         return np.where(is_blob, lookup[BLOB], out)
 
+    # Lookups derived from the model's arrays, built on first use. A model's class axis and direction
+    # counts do not change once it is built (fit and warm-up build a new model).
+
+    @cached_property
     def _class_lookup(self) -> dict[str, int]:
-        """Class name -> index on the class axis, built once (again if `class_names` is replaced)."""
-        if self._class_names_seen is not self.class_names:
-            self._class_lookup_table = {n: i for i, n in enumerate(self.class_names)}
-            self._class_tables = {}
-            self._class_flags = {}
-            self._class_names_seen = self.class_names
-        return self._class_lookup_table
+        """Class name -> index on the class axis."""
+        return {n: i for i, n in enumerate(self.class_names)}
+
+    @cached_property
+    def _class_tables(self) -> dict[tuple[str, ...], np.ndarray]:
+        """A detector vocabulary -> its classes' indices on the class axis (filled by class_index)."""
+        return {}
+
+    @cached_property
+    def _class_flags(self) -> dict[str, np.ndarray]:
+        """A class name -> (K,) True on the class axis where the class is that name (filled by is_class)."""
+        return {}
 
     def is_class(self, name: str) -> np.ndarray:
         """(K,) True on the class axis where the class is `name`."""
-        self._class_lookup()
         flags = self._class_flags.get(name)
         if flags is None:
             flags = self._class_flags[name] = np.array([n == name for n in self.class_names], bool)
         return flags
 
+    @cached_property
     def direction_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sums of the direction counts, built once (again if `direction` is replaced): per class and
-        sector over all cells (K, B), their total per class (K,), and per cell and class (C, K)."""
-        if self._direction_seen is not self.direction:
-            per_class = self.direction.sum(axis=0)
-            self._direction_totals = (per_class, per_class.sum(axis=1), self.direction.sum(axis=2))
-            self._direction_seen = self.direction
-        per_class, class_total, cell_total = self._direction_totals
-        return per_class, class_total, cell_total
+        """Sums of the direction counts: per class and sector over all cells (K, B), their total per
+        class (K,), and per cell and class (C, K)."""
+        per_class = self.direction.sum(axis=0)
+        return per_class, per_class.sum(axis=1), self.direction.sum(axis=2)
 
     def object_calibrator(self, attributes: tuple[str, ...], how: str) -> TailCalibrator:
         """Calibrator of the object combination for this attribute subset, from the held-out raw scores."""
