@@ -64,18 +64,11 @@ class _Track:
 
 def slope(t: list[float], v: list[float]) -> float:
     """Least-squares slope of v over t; NaN without 2 distinct times (plain Python: windows are tiny)."""
-    n = len(t)
-    if n < 2:
-        return float("nan")
-    tm, vm = sum(t) / n, sum(v) / n
-    den = sum((ti - tm) ** 2 for ti in t)
-    if den <= 0:
-        return float("nan")
-    return sum((ti - tm) * (vi - vm) for ti, vi in zip(t, v, strict=True)) / den
+    return slopes(t, v)[0]
 
 
 def slopes(t: list[float], *series: list[float]) -> list[float]:
-    """`slope(t, v)` of each series, the time terms computed once (the same operations in the same order)."""
+    """`slope(t, v)` of each series, the time terms computed once."""
     n = len(t)
     if n < 2:
         return [float("nan")] * len(series)
