@@ -414,7 +414,14 @@ class Explanations:
     objects: tuple[ObjectExplanation, ...]
 
     def for_track(self, track_id: int) -> ObjectExplanation | None:
-        return next((o for o in self.objects if o.track_id == track_id), None)
+        return self.by_track().get(track_id)
+
+    def by_track(self) -> dict[int, ObjectExplanation]:
+        """Track id -> its explanation (the first, should a track appear twice)."""
+        out: dict[int, ObjectExplanation] = {}
+        for o in self.objects:
+            out.setdefault(o.track_id, o)
+        return out
 
 
 EventKind = Literal["new", "update", "end"]

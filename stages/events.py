@@ -233,22 +233,21 @@ def observations(
     """Join the per-object packets of one frame by track id."""
     rows = {int(t): i for i, t in enumerate(attributes.track_id.tolist())}
     boxes = attributes.xyxy.tolist()
-    reasons: dict[int, tuple[Reason, ...]] = {}  # of each track's first explanation (as for_track)
-    for expl in explanations.objects:
-        reasons.setdefault(int(expl.track_id), expl.reasons)
+    explained = explanations.by_track()
     out = []
     for tid, score in zip(scores.track_id.tolist(), scores.object_score.tolist(), strict=True):
         row = rows.get(int(tid))
         if row is None:
             continue
         x1, y1, x2, y2 = boxes[row]
+        expl = explained.get(int(tid))
         out.append(
             Observation(
                 track_id=int(tid),
                 class_name=attributes.name_of(row),
                 box=(x1, y1, x2, y2),
                 score=float(score),
-                reasons=reasons.get(int(tid), ()),
+                reasons=expl.reasons if expl is not None else (),
             )
         )
     return out
