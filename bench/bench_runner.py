@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import av
-from pipeline.sources.file import FileSource
 
 from pipeline.graph import build_graph
 from pipeline.metrics import Metrics
 from pipeline.runner import Runner, RunnerOptions
+from pipeline.sources.file import FileSource
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "ucsd_ped2" / "test" / "Test004.mp4"

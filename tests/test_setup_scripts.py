@@ -1,4 +1,4 @@
-"""The install scripts: the lock matches pyproject.toml, and set-up never writes to stdout (alerts go there)."""
+"""The install scripts: the lock matches pyproject.toml; set-up never writes to stdout (alerts go there)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def test_lock_was_made_from_this_pyproject() -> None:
     assert recorded, "requirements.lock has no pyproject-dependencies-sha256 line: run bash scripts/lock.sh"
     current = subprocess.run(
         [sys.executable, str(ROOT / "scripts/dependency_hash.py"), str(ROOT / "pyproject.toml")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert recorded.group(1) == current, "pyproject.toml's dependencies changed: run bash scripts/lock.sh"
 
@@ -86,8 +88,8 @@ def test_setup_sends_apt_and_pip_output_to_stderr(tmp_path: Path) -> None:
     among the alerts. A dpkg that reports one package missing makes setup.sh take its apt path."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "dpkg").write_text("#!/bin/sh\n[ \"$2\" = mosquitto ] && exit 1\nexit 0\n")
-    (bin_dir / "apt-get").write_text("#!/bin/sh\necho \"apt-get $*: Reading package lists...\"\n")
+    (bin_dir / "dpkg").write_text('#!/bin/sh\n[ "$2" = mosquitto ] && exit 1\nexit 0\n')
+    (bin_dir / "apt-get").write_text('#!/bin/sh\necho "apt-get $*: Reading package lists..."\n')
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
