@@ -13,6 +13,7 @@ from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     box_iou,
     frame_auc_macro,
+    frame_auc_macro_padded,
     frame_auc_micro,
     localisation,
     rbdc_tbdc,
@@ -244,3 +245,29 @@ def test_vigil_eval_end_to_end(ped2: Path, tmp_path: Path) -> None:
     assert ev["new"] == ev["end"]  # every event opened is ended, the last ones at end of stream
     lines = Path(result["events_file"]).read_text().splitlines()
     assert len(lines) == ev["new"] + ev["update"] + ev["end"]
+
+
+@pytest.mark.parametrize("smooth", [smooth_causal, smooth_centred])
+def test_smoothing_keeps_equal_windows_equal(smooth) -> None:
+    """A running sum's rounding depends on what came before: equal windows must still tie exactly."""
+    rng = np.random.default_rng(0)
+    block = rng.random(5) * 1e3
+    x = np.concatenate([block, rng.random(200) * 1e6, block, rng.random(50), block])
+    out = smooth(x, 5)
+    # the windows that cover exactly one copy of the block (causal: ends at its last value)
+    ends = [4, 209, 264] if smooth is smooth_causal else [2, 207, 262]
+    assert out[ends[0]] == out[ends[1]] == out[ends[2]]
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "expected"),
+    [
+        ([A([0.0, 1.0, 2.0])], [A([0, 0, 1])], 1.0),  # perfect: padding keeps it perfect
+        ([A([5.0, 5.0])], [A([1, 1])], 2 / 3),  # one class, constant: ties with the normal pad
+        ([A([2.0, 1.0])], [A([0, 1])], 0.5),  # inverted pair: 2 of 4 pairs ordered after padding
+    ],
+)
+def test_frame_auc_macro_padded(scores, labels, expected: float) -> None:
+    macro = frame_auc_macro_padded(scores, labels)
+    assert macro.mean == pytest.approx(expected)
+    assert macro.skipped == ()

@@ -75,15 +75,33 @@ def frame_auc_macro(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) 
     return MacroAUC(float(np.mean(valid)) if valid else float("nan"), tuple(per), tuple(skipped))
 
 
+def frame_auc_macro_padded(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> MacroAUC:
+    """Per-clip AUC as the published code computes it (e.g. the AED-MAE / SSMTL evaluation scripts):
+    each clip's scores min-max scaled to [0, 1], then one normal frame scored 0 and one anomalous
+    frame scored 1 added, so every clip, single-class ones too, has an AUC. Nothing is skipped; a
+    clip of constant scores counts as scores of 0. Reported beside `frame_auc_macro` for comparison
+    with the literature; it is kinder than the unpadded mean on clips that are nearly one class.
+    """
+    _check_pairs(scores, labels)
+    per: list[float] = []
+    for s, y in zip(scores, labels, strict=True):
+        x = np.asarray(s, np.float64)
+        if len(x) and np.isnan(x).any():  # NaN counts as the lowest score, as in frame_auc_micro
+            x = np.where(np.isnan(x), np.nanmin(x) if not np.isnan(x).all() else 0.0, x)
+        span = float(x.max() - x.min()) if len(x) else 0.0
+        scaled = (x - x.min()) / span if span > 0 else np.zeros_like(x)
+        padded_y = np.concatenate([[0], np.asarray(y).astype(int), [1]])
+        per.append(frame_auc_micro([np.concatenate([[0.0], scaled, [1.0]])], [padded_y]))
+    return MacroAUC(float(np.mean(per)) if per else float("nan"), tuple(per), ())
+
+
 def smooth_causal(scores: np.ndarray, k: int) -> np.ndarray:
     """Trailing mean: out[t] = mean(scores[max(0, t-k+1) : t+1]). What a live system can compute."""
     if k < 1:
         raise PacketError(f"smooth_causal: k must be >= 1, got {k}")
     x = np.asarray(scores, np.float64)
-    c = np.concatenate([[0.0], np.cumsum(x)])
     t = np.arange(len(x))
-    lo = np.maximum(0, t - k + 1)
-    return (c[t + 1] - c[lo]) / (t + 1 - lo)
+    return window_means(x, np.maximum(0, t - k + 1), t + 1)
 
 
 def smooth_centred(scores: np.ndarray, k: int) -> np.ndarray:
@@ -94,11 +112,25 @@ def smooth_centred(scores: np.ndarray, k: int) -> np.ndarray:
     if k < 1:
         raise PacketError(f"smooth_centred: k must be >= 1, got {k}")
     x = np.asarray(scores, np.float64)
-    c = np.concatenate([[0.0], np.cumsum(x)])
     t = np.arange(len(x))
-    lo = np.maximum(0, t - (k - 1) // 2)
-    hi = np.minimum(len(x), t + k // 2 + 1)
-    return (c[hi] - c[lo]) / (hi - lo)
+    return window_means(x, np.maximum(0, t - (k - 1) // 2), np.minimum(len(x), t + k // 2 + 1))
+
+
+def window_means(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """mean(x[lo[t]:hi[t]]) for every t, each window summed on its own in sorted order.
+
+    A running cumulative sum would be cheaper, but its rounding depends on everything before the
+    window: two windows holding the same values then differ in the last bit, and the AUC counts a tie
+    as a win or a loss. Summing each window's sorted values makes equal windows equal.
+    """
+    if len(x) == 0:
+        return np.zeros(0)
+    width = int((hi - lo).max())
+    idx = lo[:, None] + np.arange(width)[None, :]
+    inside = idx < hi[:, None]
+    values = np.where(inside, x[np.minimum(idx, len(x) - 1)], 0.0)
+    values = np.sort(values, axis=1)  # the padding zeros sort in too; equal windows still match
+    return values.sum(axis=1) / (hi - lo)
 
 
 # --------------------------------------------------------------------------------------------------
