@@ -1,4 +1,5 @@
-"""SceneGraphStage: relations from attributes (synthetic tracks) and a real cyclist on Ped2 Test001."""
+"""SceneGraphStage: relations from attributes (synthetic tracks) and a real cyclist on Ped2 Test001
+(with each shipped detector)."""
 
 from __future__ import annotations
 
@@ -201,11 +202,16 @@ def test_thresholds_are_config() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# real footage: the cyclist of Ped2 Test001 (frames 96-131) among walkers, through the real runner
+# real footage: the cyclist of Ped2 Test001 (frames 96-131) among walkers, through the real runner, with
+# each shipped detector: the relations must not hang on one detector version's boxes
 
 
-@pytest.fixture(scope="module")
-def test001_packets(ped2: Path, models_dir: Path) -> list:
+@pytest.fixture(
+    scope="module",
+    params=["yolo11n_int8_openvino_model", "yolov8n_int8_openvino_model"],
+    ids=["yolo11n", "yolov8n"],
+)
+def test001_packets(request: pytest.FixtureRequest, ped2: Path, models_dir: Path) -> list:
     # the other engineers' stages, imported here so the unit tests above run without them
     from stages.appearance import AppearanceStage
     from stages.detect import DetectStage
@@ -217,9 +223,7 @@ def test001_packets(ped2: Path, models_dir: Path) -> list:
     # two column tiles upscale the small Ped2 people so the rider is found as a person of their own
     # and the detector runs on every frame (every_k_frames=1): on every 2nd frame it finds the rider
     # too rarely for a relation test (a detector-recall matter, not a scene-graph one)
-    detector = DetectorConfig(
-        model=str(models_dir / "yolo11n_int8_openvino_model"), tiles=2, every_k_frames=1
-    )
+    detector = DetectorConfig(model=str(models_dir / request.param), tiles=2, every_k_frames=1)
     pose_model = str(models_dir / "yolo11n-pose.pt")
     stages: list[Stage] = [
         DetectStage.from_config(detector),
