@@ -73,6 +73,24 @@ def beside(speed: float) -> Boxes:
     ]
 
 
+def stretching_rider(speed: float) -> Boxes:
+    """A cyclist whose box stretches as the legs pedal: its left edge lags at 70 % of the bicycle's speed,
+    so the box's velocity (the slower edge) underestimates the rider's while the box stays centred."""
+    return lambda t: [
+        [100 + 0.7 * speed * t + 13, 106, 100 + speed * t + 27, 140],
+        [100 + speed * t, 126, 140 + speed * t, 150],
+    ]
+
+
+def slower_on_top(speed: float) -> Boxes:
+    """A pedestrian walking the same way at a quarter of a bicycle's speed; the bicycle passes behind
+    them and is under them (centred) on the last frame."""
+    return lambda t: [
+        [113 + 0.25 * speed * (t - 0.7), 106, 127 + 0.25 * speed * (t - 0.7), 140],
+        [100 + speed * (t - 0.7), 126, 140 + speed * (t - 0.7), 150],
+    ]
+
+
 def standing_behind(speed: float) -> Boxes:
     """A pedestrian standing still while a bicycle passes under them in the image."""
     return lambda t: [[120, 106, 134, 140], [75 + speed * t, 126, 115 + speed * t, 150]]
@@ -86,8 +104,18 @@ def standing_behind(speed: float) -> Boxes:
         (beside(10.0), False, False),  # walking a bicycle: both slow, beside it
         (beside(40.0), False, False),  # running beside it is not riding it either
         (standing_behind(40.0), True, False),  # on top in the image but not moving with it
+        (stretching_rider(24.0), True, True),  # 0.7 person-heights/s; the rider's box says 0.5
+        (slower_on_top(40.0), True, False),  # keeps a walking pace while the bicycle goes 1.2
     ],
-    ids=["cyclist", "slow-on", "walking-beside", "running-beside", "passed-by"],
+    ids=[
+        "cyclist",
+        "slow-on",
+        "walking-beside",
+        "running-beside",
+        "passed-by",
+        "stretching-box",
+        "slower-on",
+    ],
 )
 def test_riding_vs_walking_beside(boxes: Boxes, on: bool, riding: bool) -> None:
     g = run_pair(boxes, [0, 1])
