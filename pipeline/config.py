@@ -263,7 +263,9 @@ class SceneGraphConfig(Section):
 
     near: float = Field(1.5, gt=0, le=50, description="ground distance under which two objects are near")
     overlap_iou: float = Field(0.1, gt=0, le=1, description="IoU above which two boxes overlap")
-    ride_speed_tol: float = Field(0.6, gt=0, le=20, description="velocity difference still 'moving with'")
+    ride_speed_tol: float = Field(
+        0.5, gt=0, le=2, description="velocity difference still 'moving with', as a share of the faster speed"
+    )
     ride_min_speed: float = Field(
         0.6, ge=0, le=50, description="rider speed at confidence 0.5 (Ped2 train walkers: 95th pct 0.51)"
     )

@@ -8,9 +8,11 @@ box-heights per second; nothing is in pixels.
 
 Predicates: `near`, `overlapping`, `same_direction`, `approaching`, `moving_away` are symmetric and
 emitted in both directions; `on` (a person on top of a rideable box: centred over it, lower body
-inside it, head above it) and `riding` (`on` AND moving with it AND both faster than a walk) go
-from the person to the vehicle. A person walking a bicycle beside them is neither centred over it
-nor fast, so it is not `riding`.
+inside it, head above it) and `riding` (`on` AND moving with it AND the vehicle faster than a walk)
+go from the person to the vehicle. "Moving with it" compares the two velocities relative to the
+faster one's speed; the speed that must beat a walk is the vehicle's (its rigid box gives the
+steadier estimate), in the person's heights per second. A person walking a bicycle beside them
+is neither centred over it nor fast, so it is not `riding`.
 Objects with track id -1 (untracked detections) are left out: they have no history.
 """
 
@@ -161,13 +163,23 @@ class RelationBuilder:
         if on < cfg.min_confidence:
             return
         h = h_px[p]  # the person's height is the unit: the vehicle box height varies with its pose
-        if np.isfinite(v_px[p]).all() and np.isfinite(v_px[v]).all():
-            together = grade(float(np.linalg.norm(v_px[p] - v_px[v]) / h), cfg.ride_speed_tol, 0.0)
-            speed = float(min(np.linalg.norm(v_px[p]), np.linalg.norm(v_px[v])) / h)
+        vp, vv = v_px[p], v_px[v]
+        known_p, known_v = bool(np.isfinite(vp).all()), bool(np.isfinite(vv).all())
+        if known_p and known_v:
+            together = self._agreement(float(np.linalg.norm(vp - vv)), np.linalg.norm(vp), np.linalg.norm(vv))
         else:  # a track too young for a velocity: compare the flow speeds inside the boxes instead
-            fs_p, fs_v = flow_px[p], flow_px[v]
-            together = grade(abs(fs_p - fs_v) / h, cfg.ride_speed_tol, 0.0)
-            speed = min(fs_p, fs_v) / h
+            fs_p, fs_v = float(flow_px[p]), float(flow_px[v])
+            together = self._agreement(abs(fs_p - fs_v), fs_p, fs_v)
+        # how fast the pair goes is the vehicle's speed: its box is rigid and its track lasts, while a
+        # rider's box deforms with the pedalling legs, merges with people passed and is lost and found
+        # again under new track ids (velocities from two or three jittery boxes); `together` has
+        # already checked that the person keeps up with it
+        if known_v:
+            speed = float(np.linalg.norm(vv)) / h
+        elif known_p:
+            speed = float(np.linalg.norm(vp)) / h
+        else:  # flow medians are diluted by the background inside the boxes: a lower bound
+            speed = min(float(flow_px[p]), float(flow_px[v])) / h
         moving = grade(speed, cfg.ride_min_speed, 2 * cfg.ride_min_speed)
         # riding is a state: a noisy frame (a young track's jittery box) should not break it at once,
         # so the motion evidence decays with time constant `ride_memory_s` instead of vanishing
@@ -176,6 +188,13 @@ class RelationBuilder:
             motion = max(motion, hist.ride_motion * math.exp(-(t - hist.ride_t) / cfg.ride_memory_s))
         hist.ride_motion, hist.ride_t = motion, t
         emit(p, v, "riding", min(on, motion), False)
+
+    def _agreement(self, diff: float, speed_a: float, speed_b: float) -> float:
+        """How surely two objects move together: their velocity (or flow speed) difference as a share of
+        the faster one's speed, graded 0.5 at `ride_speed_tol` and 1 at 0. A share, not box-heights/s:
+        the same tolerance then holds for a slow or a fast pair, for diluted flow medians as for box
+        velocities, and a person at walking pace on top of a fast vehicle does not keep up with it."""
+        return grade(diff / max(float(speed_a), float(speed_b), 1e-9), self.config.ride_speed_tol, 0.0)
 
     def _distance_rate(
         self, pairs: dict[tuple[int, int], _PairHistory], key: tuple[int, int], t: float, d: float
