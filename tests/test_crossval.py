@@ -1,0 +1,71 @@
+"""The label-free false-alert estimate: whole normal clips held out, scored by the real scorer and events."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import EventsConfig, ScoringConfig
+from pipeline.errors import ModelError
+from stages.normality.crossval import cross_validate, folds_of
+from stages.normality.synthetic import FPS, Walker, frame_sample, normal_footage
+
+
+@pytest.mark.parametrize(
+    ("clips", "folds", "expected"),
+    [
+        (["c", "a", "b"], 4, [["a"], ["b"], ["c"]]),  # fewer clips than folds: leave one clip out
+        (["a", "b", "c", "d", "e"], 2, [["a", "c", "e"], ["b", "d"]]),
+        (["a"], 3, [["a"]]),
+    ],
+)
+def test_folds_are_whole_clips(clips: list[str], folds: int, expected: list[list[str]]) -> None:
+    assert folds_of(clips, folds) == expected
+
+
+def racing_clip(frames: int = 60) -> list:
+    """Normal walkers and one 'person' crossing at five times their speed all along."""
+    import numpy as np
+
+    rng = np.random.default_rng(99)
+    people = [Walker(900, x=0.1, speed=5.0), Walker(901, x=0.5), Walker(902, x=0.7, speed=-1.0)]
+    out = []
+    for f in range(frames):
+        for w in people:
+            w.x = float(np.clip(w.x + w.speed * w.height / 1.5 / FPS * 0.3, 0.02, 0.98))
+        out.append(frame_sample(people, f / FPS, rng, clip="zz_racer"))
+    return out
+
+
+def test_every_clip_is_held_out_once_and_an_odd_one_alerts() -> None:
+    footage = normal_footage(clips=12, frames=60)
+    estimate = cross_validate([*footage, *racing_clip()], ScoringConfig(), seed=0, folds=4)
+    events = EventsConfig()
+    assert estimate.folds == 4
+    assert estimate.frames == 13 * 60
+    assert estimate.seconds == pytest.approx(13 * 60 / FPS, rel=0.02)
+    assert sorted(c.clip for c in estimate.clips) == sorted({s.clip for s in footage} | {"zz_racer"})
+    assert "zz_racer" in estimate.clips_with_alerts(events)  # held out, its speed is new to the model
+    quantiles = estimate.quantiles()
+    assert quantiles["p50"] < events.start_score <= quantiles["max"]
+    assert 0 < estimate.share_above(events.start_score) < 0.5
+    assert estimate.alerts_per_hour(events) == pytest.approx(
+        estimate.alerts(events) / (estimate.seconds / 3600)
+    )
+
+
+def test_a_budget_raises_the_threshold_until_it_holds() -> None:
+    footage = normal_footage(clips=6, frames=60)
+    estimate = cross_validate([*footage, *racing_clip()], ScoringConfig(), seed=0, folds=3)
+    events = EventsConfig()
+    assert estimate.alerts(events) >= 1
+    generous = estimate.threshold_for(10_000.0, events)
+    assert generous == events.start_score  # a budget never lowers the bar
+    strict = estimate.threshold_for(0.0, events)
+    assert strict > events.start_score
+    at_strict = events.model_copy(update={"start_score": strict, "end_score": strict - 1.0})
+    assert estimate.alerts(at_strict) == 0
+
+
+def test_one_clip_cannot_be_cross_validated() -> None:
+    with pytest.raises(ModelError, match="at least 2 clips"):
+        cross_validate(normal_footage(clips=1), ScoringConfig(), seed=0)
