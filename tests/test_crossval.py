@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.errors import ModelError
+from stages.normality.alert_budget import AlertCurve
 from stages.normality.crossval import cross_validate, folds_of
 from stages.normality.synthetic import FPS, Walker, frame_sample, normal_footage
 
@@ -57,13 +58,15 @@ def test_a_budget_raises_the_threshold_until_it_holds() -> None:
     footage = normal_footage(clips=6, frames=60)
     estimate = cross_validate([*footage, *racing_clip()], ScoringConfig(), seed=0, folds=3)
     events = EventsConfig()
-    assert estimate.alerts(events) >= 1
-    generous = estimate.threshold_for(10_000.0, events)
-    assert generous == events.start_score  # a budget never lowers the bar
-    strict = estimate.threshold_for(0.0, events)
+    curve = AlertCurve.from_dict(estimate.curve(events).to_dict())  # as a model keeps it
+    assert curve.alerts_per_hour(events.start_score) == pytest.approx(estimate.alerts_per_hour(events))
+    assert list(curve.alerts) == sorted(curve.alerts, reverse=True)
+    assert curve.threshold_for(1e9, floor=events.start_score) == events.start_score  # never lowers the bar
+    strict = curve.threshold_for(0.0, floor=events.start_score)
     assert strict > events.start_score
     at_strict = events.model_copy(update={"start_score": strict, "end_score": strict - 1.0})
     assert estimate.alerts(at_strict) == 0
+    assert "false alerts/hour at score 3" in curve.summary(events.start_score)
 
 
 def test_one_clip_cannot_be_cross_validated() -> None:

@@ -4,8 +4,8 @@ Normal training footage holds no anomaly, so every alert the real scorer and eve
 clip the model did not learn from is a false one. The clips are split into folds (whole clips, so a
 walker seen in training is not scored against itself); each fold's clips are scored by a model fitted
 on the rest, from the perception already computed for the fit. The result gives false alerts per hour
-at the alert threshold, the frame-score quantiles, and, for `events.alerts_per_hour`, the threshold
-that a budget of false alerts gives on this footage.
+at each alert threshold (an AlertCurve, kept in the model), the frame-score quantiles, and so, for
+`events.alerts_per_hour`, the threshold that a budget of false alerts gives on this footage.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.errors import ModelError
 from stages.events import EventTracker, Observation
+from stages.normality.alert_budget import AlertCurve
 from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.model import NormalityModel
 from stages.score import Scorer
@@ -109,32 +110,29 @@ class FalseAlertEstimate:
     def clips_with_alerts(self, events: EventsConfig) -> list[str]:
         return [c.clip for c in self.clips if c.alerts(events)]
 
-    def threshold_for(self, alerts_per_hour: float, events: EventsConfig) -> float:
-        """The lowest start score at which the held-out clips give at most `alerts_per_hour` false
-        alerts, never below `events.start_score` (a budget loosens nothing; it only raises the bar
-        on a camera whose normal footage alerts more than the budget). The end score keeps its gap."""
+    def curve(self, events: EventsConfig, step: float = 0.1, lowest: float = 1.0) -> AlertCurve:
+        """False alerts at every start score from `lowest` to just above the highest object score, in
+        `step`s; each with `events`' gap between start and end score (the hysteresis) kept."""
         gap = events.start_score - events.end_score
-
-        def at(start: float) -> EventsConfig:
-            return with_thresholds(events, start, max(0.0, start - gap))
-
-        lo = events.start_score
-        if self.alerts_per_hour(at(lo)) <= alerts_per_hour:
-            return lo
-        peaks = sorted({round(o.score, 4) for c in self.clips for f in c.frames for o in f.observations})
-        candidates = [p + 1e-4 for p in peaks if p + 1e-4 > lo]
-        if not candidates:
-            return lo
-        a, b = 0, len(candidates) - 1  # alerts fall as the start score rises: the first that fits
-        if self.alerts_per_hour(at(candidates[b])) > alerts_per_hour:
-            return candidates[b]
-        while a < b:
-            mid = (a + b) // 2
-            if self.alerts_per_hour(at(candidates[mid])) <= alerts_per_hour:
-                b = mid
-            else:
-                a = mid + 1
-        return candidates[a]
+        top = max((o.score for c in self.clips for f in c.frames for o in f.observations), default=lowest)
+        grid = np.round(np.arange(lowest, top + 2 * step, step), 6)
+        scores = self.frame_scores()
+        alerts, shares = [], []
+        for start in grid.tolist():
+            alerts.append(self.alerts(with_thresholds(events, start, max(0.0, start - gap))))
+            shares.append(float((scores >= start).mean()) if len(scores) else 0.0)
+        for i in range(len(alerts) - 2, -1, -1):  # a higher bar never alerts more (the hysteresis can
+            alerts[i] = max(alerts[i], alerts[i + 1])  # split one event in two): keep the curve monotone
+        return AlertCurve(
+            seconds=self.seconds,
+            frames=self.frames,
+            clips=len(self.clips),
+            folds=self.folds,
+            quantiles=self.quantiles(),
+            start_scores=tuple(grid.tolist()),
+            alerts=tuple(alerts),
+            share_above=tuple(shares),
+        )
 
 
 def with_thresholds(events: EventsConfig, start: float, end: float) -> EventsConfig:
