@@ -60,6 +60,7 @@ class Explainer:
         # ranked by calibrated score (every object's row sorted at once); attributes under
         # MIN_REASON_SCORE give no reason
         order = np.argsort(-np.nan_to_num(strongest, nan=-1.0), axis=1, kind="stable").tolist()
+        leaders = [j for j, a in enumerate(scores.attribute_names) if REGISTRY[a].leads]
         rows = zip(
             order,
             strongest.tolist(),
@@ -73,7 +74,7 @@ class Explainer:
         for i, (ranked_all, row, k, speed, box, track_id, score) in enumerate(rows):
             ranked = [j for j in ranked_all if math.isfinite(row[j]) and row[j] >= MIN_REASON_SCORE]
             obj = ObjectView(self.model, attrs, graph, i, k)
-            ranked = self._leading_first(ranked, scores.attribute_names, obj)
+            ranked = self._leading_first(ranked, leaders, scores.attribute_names, obj)
             top = ranked[: self.max_reasons]
             reasons = [self._ranked_reason(scores, j, obj, speed) for j in top]
             objects.append(
@@ -89,11 +90,13 @@ class Explainer:
 
     # ---------------------------------------------------------------------------------------------
 
-    def _leading_first(self, ranked: list[int], names: tuple[str, ...], obj: ObjectView) -> list[int]:
-        """An attribute that explains the others leads, whatever its score (a class never seen in this
-        area: a new kind of object also looks and moves unlike the known ones); the others follow by
-        score."""
-        leading = [j for j in ranked if REGISTRY[names[j]].leads and REGISTRY[names[j]].leads_reasons(obj)]
+    def _leading_first(
+        self, ranked: list[int], leaders: list[int], names: tuple[str, ...], obj: ObjectView
+    ) -> list[int]:
+        """An attribute that explains the others (`leaders`: those that can) leads, whatever its score
+        (a class never seen in this area: a new kind of object also looks and moves unlike the known
+        ones); the others follow by score."""
+        leading = [j for j in ranked if j in leaders and REGISTRY[names[j]].leads_reasons(obj)]
         if not leading:
             return ranked
         return [*leading, *(r for r in ranked if r not in leading)]
