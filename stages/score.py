@@ -27,11 +27,12 @@ from pipeline.config import ScoringConfig
 from pipeline.errors import ConfigError
 from pipeline.packets import FramePacket, ObjectAttributes, SceneGraph, Scores, SourceEvent
 from pipeline.stage import Stage
+from stages.normality.attributes import ATTRIBUTES
 from stages.normality.calibration import CalibratorTable, TailCalibrator
 from stages.normality.features import UNTRACKED, TrackMemory
 from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.judge import combine, raw_scores
-from stages.normality.model import ATTRIBUTES, NormalityModel
+from stages.normality.model import NormalityModel
 from stages.normality.sustained import SustainedEvidence
 
 log = logging.getLogger("vigil.score")

@@ -13,27 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from pipeline.config import ScoringConfig
 from pipeline.errors import ModelError
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes, SceneGraph
+from stages.normality.attributes import ATTRIBUTES, REGISTRY
+from stages.normality.attributes.base import FitData, FitFrame, Learner, ModelParts
 from stages.normality.calibration import BODY_TAIL_FLOOR, TailCalibrator
-from stages.normality.dynamics import DynamicsPredictor
-from stages.normality.features import (
-    KP_CONF,
-    TrackMemory,
-    entangled,
-    motion_features,
-    pose_features,
-    split_pose,
-    truncated,
-)
-from stages.normality.grids import DIRECTION_BINS, CountGrid, QuantileGrid, direction_bin, smooth_spatially
-from stages.normality.judge import MIN_DIRECTION_SPEED, calibrate, raw_scores
-from stages.normality.memory import MemoryBank, coreset, resolve_device
-from stages.normality.model import ATTRIBUTES, BLOB, UNKNOWN, NormalityModel
+from stages.normality.classes import BLOB, UNKNOWN
+from stages.normality.features import TrackMemory, truncated
+from stages.normality.grids import DIRECTION_BINS, CountGrid
+from stages.normality.judge import calibrate, raw_scores
+from stages.normality.memory import resolve_device
+from stages.normality.model import NormalityModel
 from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
 from stages.normality.triplets import TripletStats
 
@@ -78,13 +71,6 @@ def _by_clip(samples: list[FrameSample]) -> dict[str, list[FrameSample]]:
     return {c: sorted(v, key=lambda s: s.pts) for c, v in out.items()}
 
 
-def _bank(name: str, feats: np.ndarray, config: ScoringConfig, seed: int, device: torch.device) -> MemoryBank:
-    feats = feats[np.all(np.isfinite(feats), axis=1)] if len(feats) else feats
-    keep = coreset(feats, config.memory_size, config.coreset, seed, device)
-    log.info("memory bank", extra={"bank": name, "rows": len(keep), "of": len(feats)})
-    return MemoryBank(feats[keep], device)
-
-
 def fit_normality(
     samples: Iterable[FrameSample], config: ScoringConfig, seed: int, grid: tuple[int, int] | None = None
 ) -> NormalityModel:
@@ -105,11 +91,9 @@ def fit_normality(
     if not hold_part:
         raise ModelError("fit: too little footage to hold out any frames for calibration")
 
-    # ---- pass 1: gather the statistics of the fit part ------------------------------------------
-    cols_: dict[str, list[np.ndarray]] = defaultdict(list)
-    triplets = TripletStats.empty()
-    windows: list[np.ndarray] = []
-    legs_seen: list[np.ndarray] = []
+    # ---- pass 1: every attribute gathers what it learns from the fit part -------------------------
+    learners: list[Learner] = [lr for a in REGISTRY.values() if (lr := a.learner()) is not None]
+    shared: dict[str, list[np.ndarray]] = defaultdict(list)  # per object: where, what, cut by the edge
     shell = NormalityModel(
         samples[0].camera,
         class_names,
@@ -135,73 +119,30 @@ def fit_normality(
             if len(a) and int(a.cell.max()) >= cells:
                 raise ModelError(f"fit: cell cell {int(a.cell.max())}, grid {rows}x{cols} has {cells}")
             hist = memory.update(a, s.pts)
-            if s.scene_graph is not None:
-                triplets.add(s.scene_graph)
+            cut = truncated(a.xyxy, (s.height, s.width))  # not learnt, as they are not judged
+            frame = FitFrame(a, s.scene_graph, hist, cut)
+            for learner in learners:
+                learner.add(frame)
             if not len(a):
                 continue
             n_objects += len(a)
-            cls = shell.class_index(names, a.class_id, a.is_blob)
-            cols_["cell"].append(a.cell.astype(np.int64))
-            cols_["cls"].append(cls)
-            cols_["blob"].append(a.is_blob)
-            cut = truncated(a.xyxy, (s.height, s.width))  # not learnt, as they are not judged
-            cols_["cut"].append(cut)
-            cols_["speed"].append(np.where(cut, np.nan, a.speed.astype(np.float64)))
-            cols_["direction"].append(np.where(cut, np.nan, a.direction.astype(np.float64)))
-            clear = ~entangled(a) & ~cut  # sizes of entangled boxes are not learnt either
-            cols_["log_height"].append(np.where(clear, np.log(np.maximum(a.height, 1e-6)), np.nan))
-            cols_["log_aspect"].append(np.where(clear, np.log(np.maximum(a.aspect, 1e-6)), np.nan))
-            cols_["scale_rate"].append(np.where(cut, np.nan, a.scale_rate.astype(np.float64)))
-            cols_["dwell"].append(np.where(cut, np.nan, a.dwell.astype(np.float64)))
-            cols_["flow_speed"].append(a.flow_speed.astype(np.float64))
-            cols_["area"].append(np.log(np.maximum(a.height * a.height * a.aspect, 1e-8)).astype(np.float64))
-            no_motion = (a.is_blob | cut)[:, None]
-            cols_["motion"].append(np.where(no_motion, np.nan, motion_features(a.motion_hist)))
-            cols_["pose"].append(np.where(cut[:, None], np.nan, a.pose.astype(np.float64)))
-            cols_["appearance"].append(np.where(a.is_blob[:, None], np.nan, a.appearance.astype(np.float64)))
-            windows.append(hist.windows[np.all(np.isfinite(hist.windows), axis=(1, 2))])
-            legs_seen.append(hist.leg_motion)
+            shared["cell"].append(a.cell.astype(np.int64))
+            shared["cls"].append(shell.class_index(names, a.class_id, a.is_blob))
+            shared["blob"].append(a.is_blob)
+            shared["cut"].append(cut)
     if n_objects == 0:
         raise ModelError("fit: the normal footage has no objects at all; nothing to learn")
-    c = {k: np.concatenate(v) for k, v in cols_.items()}
-    cell, cls, blob = c["cell"], c["cls"], c["blob"]
-    det = ~blob
-
-    place = np.zeros((cells, k_all))
-    np.add.at(place, (cell, cls), 1.0)
-    direction = np.zeros((cells, k_all, DIRECTION_BINS))
-    moving = det & (c["speed"] >= MIN_DIRECTION_SPEED)
-    np.add.at(direction, (cell[moving], cls[moving], direction_bin(c["direction"][moving])), 1.0)
-
-    m = config.min_cell_samples
-
-    def qgrid(x: np.ndarray, mask: np.ndarray) -> QuantileGrid:
-        return QuantileGrid.fit(cells, k_all, cell[mask], cls[mask], x[mask], m)
-
-    quantities = {
-        "speed": qgrid(c["speed"], det & np.isfinite(c["speed"])),
-        "log_height": qgrid(c["log_height"], det & np.isfinite(c["log_height"])),
-        "log_aspect": qgrid(c["log_aspect"], det & np.isfinite(c["log_aspect"])),
-        "scale_rate": qgrid(c["scale_rate"], det & np.isfinite(c["scale_rate"])),
-        "dwell": qgrid(c["dwell"], det & np.isfinite(c["dwell"])),
-        "blob_flow": qgrid(c["flow_speed"], blob),
-        "blob_area": qgrid(c["area"], blob),
-    }
-
-    # pose: mean keypoints stand in for unseen ones; only people's poses go in the bank
-    xy, conf = split_pose(c["pose"])
-    seen = (conf >= KP_CONF) & np.all(np.isfinite(xy), axis=2)
-    pose_fill = np.where(seen.sum(0)[:, None] > 0, np.nansum(np.where(seen[..., None], xy, 0), 0), 0.5)
-    pose_fill = pose_fill / np.maximum(seen.sum(0), 1)[:, None]
-    is_person = det & ~c["cut"] & (np.array(class_names)[cls] == "person")
-    pose_rows = pose_features(c["pose"], pose_fill)[is_person]
-
-    win = np.concatenate(windows) if windows else np.zeros((0, config.dynamics_history + 1, 2))
-    banks = {
-        name: _bank(name, feats, config, seed, device)
-        for name, feats in (("motion", c["motion"]), ("pose", pose_rows), ("appearance", c["appearance"]))
-    }
-    dynamics = DynamicsPredictor.train(win, config.dynamics_history, config.dynamics_epochs, seed, device)
+    c = {k: np.concatenate(v) for k, v in shared.items()}
+    data = FitData(c["cell"], c["cls"], c["blob"], c["cut"], class_names, (rows, cols), config, seed, device)
+    parts = ModelParts()
+    for learner in learners:  # in registry order: the banks' coresets, then the dynamics training
+        learner.build(data, parts)
+    if parts.place is None or parts.direction is None or parts.pose_fill is None:
+        raise ModelError(
+            "fit: the registered attributes build no place counts, direction counts or pose fill"
+        )
+    if parts.triplets is None or parts.dynamics is None:
+        raise ModelError("fit: the registered attributes build no triplet statistics or dynamics predictor")
 
     model = NormalityModel(
         camera=samples[0].camera,
@@ -213,18 +154,16 @@ def fit_normality(
             "frames_held_out": len(hold_part),
             "objects": n_objects,
             "clips": len({s.clip for s in samples}),
-            "dynamics_windows": len(win),
-            "pose_rows": len(pose_rows),
+            **dict(sorted(parts.counts.items())),
         },
-        place=CountGrid(smooth_spatially(place, (rows, cols))),
-        direction=smooth_spatially(direction.reshape(cells, -1), (rows, cols)).reshape(direction.shape),
-        quantities=quantities,
-        banks=banks,
-        pose_fill=pose_fill,
-        triplets=triplets,
-        dynamics=dynamics,
+        place=parts.place,
+        direction=parts.direction,
+        quantities=parts.quantities,
+        banks=parts.banks,
+        pose_fill=parts.pose_fill,
+        triplets=parts.triplets,
+        dynamics=parts.dynamics,
     )
-    model.counts["triplet_frames"] = triplets.frames
 
     # ---- pass 2: calibrate on the held-out part ---------------------------------------------------
     raws: list[np.ndarray] = []

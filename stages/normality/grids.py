@@ -39,8 +39,11 @@ class CountGrid:
     def empty(cls, cells: int, values: int) -> CountGrid:
         return cls(np.zeros((cells, values)))
 
-    def add(self, cell: np.ndarray, value: np.ndarray) -> None:
-        np.add.at(self.counts, (cell, value), 1.0)
+    def add(self, cell: np.ndarray, value: np.ndarray, weight: float = 1.0) -> None:
+        """Count `weight` more observations of each (cell, value) pair; the image-wide prior follows."""
+        np.add.at(self.counts, (cell, value), weight)
+        total = self.counts.sum(axis=0)
+        self.global_p = (total + 0.5) / (total.sum() + 0.5 * self.counts.shape[1])
         self._n_cell = None
 
     def finalize(self) -> CountGrid:

@@ -13,28 +13,15 @@ import numpy as np
 
 from pipeline.errors import ModelError
 from pipeline.packets import ObjectAttributes, SceneGraph
-from stages.normality.features import (
-    HistoryFeatures,
-    entangled,
-    gait,
-    motion_features,
-    pose_features,
-    speed_vs_pose,
-    truncated,
-)
-from stages.normality.grids import DIRECTION_BINS, direction_bin
-from stages.normality.model import ATTRIBUTES, BLOB, NormalityModel
-
-MIN_DIRECTION_SPEED = 0.3  # box-heights/s; slower objects have no meaningful heading
-PERSON = "person"
-
+from stages.normality.attributes import ATTRIBUTES, REGISTRY, attribute
+from stages.normality.attributes.base import FrameView
+from stages.normality.classes import PERSON
+from stages.normality.features import HistoryFeatures, truncated
+from stages.normality.model import NormalityModel
 
 #: attributes measured from the box's extent or ground point: not judged while the box is cut by the
 #: frame edge (features.truncated)
-GEOMETRIC = frozenset(
-    {"size", "speed", "direction", "scale_change", "dwell", "motion", "pose", "dynamics"}
-    | {"speed_vs_pose", "gait"}
-)
+GEOMETRIC = frozenset(a.name for a in REGISTRY.values() if a.geometric)
 
 
 def raw_scores(
@@ -58,17 +45,25 @@ def raw_scores(
             f"attributes use grid cell {int(attrs.cell.max())}, the model of camera {model.camera} has "
             f"{model.cells} cells ({model.grid[0]}x{model.grid[1]}); attributes.grid differs from the fit"
         )
-    cell = attrs.cell.astype(np.int64)
-    cls = model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
-    det = ~attrs.is_blob
-    person = det & model.is_class(PERSON)[cls]
+    frame = frame_view(model, attrs, graph, hist, k)
     with one_blas_thread(model):
-        _fill(out, model, attrs, graph, hist, k, attributes, cell, cls, det, person)
+        for j, a in enumerate(attributes):  # each attribute vectorised over the frame's objects
+            out[:, j] = attribute(a).judge(frame)
     cut = truncated(attrs.xyxy, frame_size)
     if cut.any():
         geometric = [j for j, a in enumerate(attributes) if a in GEOMETRIC]
         out[np.ix_(cut, geometric)] = np.nan
     return out
+
+
+def frame_view(
+    model: NormalityModel, attrs: ObjectAttributes, graph: SceneGraph | None, hist: HistoryFeatures, k: int
+) -> FrameView:
+    """The frame's objects on the model's grid and class axis, as the attributes judge them."""
+    cls = model.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
+    det = ~attrs.is_blob
+    person = det & model.is_class(PERSON)[cls]
+    return FrameView(model, attrs, graph, hist, k, attrs.cell.astype(np.int64), cls, det, person)
 
 
 def one_blas_thread(model: NormalityModel) -> ExitStack:
@@ -79,107 +74,6 @@ def one_blas_thread(model: NormalityModel) -> ExitStack:
     for limit in limits.values():
         stack.enter_context(limit)
     return stack
-
-
-def _fill(
-    out: np.ndarray,
-    model: NormalityModel,
-    attrs: ObjectAttributes,
-    graph: SceneGraph | None,
-    hist: HistoryFeatures,
-    k: int,
-    attributes: tuple[str, ...],
-    cell: np.ndarray,
-    cls: np.ndarray,
-    det: np.ndarray,
-    person: np.ndarray,
-) -> None:
-    """Column j of `out` = the raw score of attributes[j] for each object."""
-    q = model.quantities
-    for j, a in enumerate(attributes):
-        if a == "class_in_place":
-            # a detection's class is only as certain as the detector: weigh the surprise by confidence
-            certainty = np.where(det, attrs.confidence, 1.0)
-            v = -np.log(model.place.probability(cell, cls)) * certainty
-        elif a == "speed":
-            v = np.where(det, q["speed"].robust_z(cell, cls, attrs.speed, "upper", 0.1), np.nan)
-        elif a == "direction":
-            moving = det & (attrs.speed >= MIN_DIRECTION_SPEED)
-            v = np.where(moving, _direction(model, cell, cls, attrs), np.nan)
-        elif a == "size":  # not for boxes entangled with another: their size is the detector's guess
-            zh = q["log_height"].robust_z(cell, cls, np.log(np.maximum(attrs.height, 1e-6)), "both", 0.05)
-            za = q["log_aspect"].robust_z(cell, cls, np.log(np.maximum(attrs.aspect, 1e-6)), "both", 0.05)
-            v = np.where(det & ~entangled(attrs), np.fmax(zh, za), np.nan)
-        elif a == "motion":
-            v = np.where(det, model.banks["motion"].distance(motion_features(attrs.motion_hist), k), np.nan)
-        elif a == "pose":
-            feats = pose_features(attrs.pose, model.pose_fill)
-            v = np.where(person, model.banks["pose"].distance(feats, k), np.nan)
-        elif a == "appearance":
-            app = attrs.appearance.astype(np.float64)
-            v = np.where(det, model.banks["appearance"].distance(app, k), np.nan)
-        elif a == "relations":
-            v = _relations(model, attrs, graph)
-        elif a == "dynamics":
-            v = np.where(det, model.dynamics.error(hist.windows), np.nan)
-        elif a == "scale_change":
-            v = np.where(det, q["scale_rate"].robust_z(cell, cls, attrs.scale_rate, "both", 0.05), np.nan)
-        elif a == "dwell":
-            v = np.where(det, q["dwell"].robust_z(cell, cls, attrs.dwell, "upper", 1.0), np.nan)
-        elif a == "unexplained_motion":
-            zf = q["blob_flow"].robust_z(cell, cls, attrs.flow_speed, "upper", 0.1)
-            area = np.log(np.maximum(attrs.height * attrs.height * attrs.aspect, 1e-8))
-            zs = q["blob_area"].robust_z(cell, cls, area, "upper", 0.1)
-            v = np.where(attrs.is_blob, np.fmax(zf, zs), np.nan)
-        elif a == "speed_vs_pose":
-            v = np.where(person, speed_vs_pose(attrs.speed, hist.leg_motion), np.nan)
-        elif a == "gait":
-            v = np.where(person, gait(hist.track_speed, hist.stride), np.nan)
-        else:
-            raise ModelError(f"unknown attribute {a!r}; known: {', '.join(ATTRIBUTES)}")
-        out[:, j] = v
-
-
-def direction_probability(
-    model: NormalityModel, cell: np.ndarray, cls: np.ndarray, b: np.ndarray
-) -> np.ndarray:
-    """p(direction sector | cell, class), backed off to the class's image-wide sector frequencies."""
-    d = model.direction
-    per_class, class_total, cell_total = model.direction_totals
-    p_class = (per_class[cls, b] + 1.0) / (class_total[cls] + DIRECTION_BINS)
-    n_cell = cell_total[cell, cls]
-    prior = 4.0
-    return (d[cell, cls, b] + prior * p_class) / (n_cell + prior)
-
-
-def _direction(
-    model: NormalityModel, cell: np.ndarray, cls: np.ndarray, attrs: ObjectAttributes
-) -> np.ndarray:
-    return -np.log(direction_probability(model, cell, cls, direction_bin(attrs.direction)))
-
-
-def _relations(model: NormalityModel, attrs: ObjectAttributes, graph: SceneGraph | None) -> np.ndarray:
-    """Per object: its rarest relation to another detected object, -ln P(triplet | both classes present)
-    x confidence (relations to moving regions are left out)."""
-    n = len(attrs)
-    if graph is None:
-        return np.full(n, np.nan)
-    row = {int(t): i for i, t in enumerate(attrs.track_id.tolist())}
-    out = np.zeros(n)
-    for (s, p, o), sid, oid, c in zip(
-        graph.triplets(),
-        graph.subject.tolist(),
-        graph.object.tolist(),
-        graph.confidence.tolist(),
-        strict=True,
-    ):
-        if BLOB in (s, o):  # an untracked, unclassified region: its rarity is its own score, and
-            continue  # every person near it would inherit it as an "unseen relation"
-        v = -np.log(model.triplets.probability(s, p, o)) * float(c)
-        for tid in (sid, oid):
-            if tid in row:
-                out[row[tid]] = max(out[row[tid]], v)
-    return out
 
 
 def calibrate(model: NormalityModel, raw: np.ndarray, attributes: tuple[str, ...]) -> np.ndarray:

@@ -115,21 +115,32 @@ class MemoryBank:
             raise ModelError(f"memory bank: expected a 2-d array, got shape {features.shape}")
         self.features = features.astype(np.float32)
         self.device = device
-        self.blas: OneBlasThread | None = None
-        if device.type == "cpu":
+        self.blas: OneBlasThread | None = (blas or OneBlasThread()) if device.type == "cpu" else None
+        self._index()
+
+    def _index(self) -> None:
+        """The search copies of `features`, and an empty cache of recent distances."""
+        if self.device.type == "cpu":
             self._bank_np = self.features.astype(np.float64)
             # float32 search copy, centred: distances do not change, and the |q|^2 + |b|^2 - 2 q.b
             # expansion loses less to cancellation with small norms
             self._mean = self.features.mean(axis=0) if len(self.features) else np.zeros(self.dim, np.float32)
             self._bank32 = np.ascontiguousarray(self.features - self._mean)
             self._norms32 = (self._bank32 * self._bank32).sum(axis=1)
-            self.blas = blas or OneBlasThread()
         else:
-            self._bank = torch.from_numpy(self.features).to(device, torch.float64)
+            self._bank = torch.from_numpy(self.features).to(self.device, torch.float64)
         # (query row bytes, k) -> distance of recent frames' rows: a track's appearance and pose rows are
         # re-estimated every few frames only and repeat in between (half the appearance rows of the 640x360
         # benchmark, 1.7 -> ~0.9 ms per frame); a row's distance does not depend on the other rows of its call
         self._recent: dict[tuple[bytes, int], float] = {}
+
+    def add(self, rows: np.ndarray) -> None:
+        """Append normal rows (operator feedback); the search copies are rebuilt, recent distances dropped."""
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise ModelError(f"memory bank: rows of shape {rows.shape} for a bank of {self.dim} dims")
+        if len(rows):
+            self.features = np.concatenate([self.features, rows.astype(np.float32)])
+            self._index()
 
     def __len__(self) -> int:
         return len(self.features)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
+from stages.normality.attributes import ATTRIBUTES, REGISTRY
 from stages.normality.calibration import TailCalibrator
+from stages.normality.classes import BLOB, UNKNOWN
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.grids import CountGrid, QuantileGrid
 from stages.normality.memory import MemoryBank, OneBlasThread, resolve_device
@@ -28,27 +30,9 @@ FORMAT = "vigil-normality"
 VERSION = 4  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
 # 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed)
 
-#: every attribute the model judges, in the order of Scores.attribute_names
-ATTRIBUTES = (
-    "class_in_place",
-    "speed",
-    "direction",
-    "size",
-    "motion",
-    "pose",
-    "appearance",
-    "relations",
-    "dynamics",
-    "scale_change",
-    "dwell",
-    "unexplained_motion",
-    "speed_vs_pose",
-    "gait",
-)
-QUANTITIES = ("speed", "log_height", "log_aspect", "scale_rate", "dwell", "blob_flow", "blob_area")
-BANKS = ("motion", "pose", "appearance")
-BLOB = "moving region"
-UNKNOWN = "unknown class"
+#: the model parts the attributes own, by name, in the order of the registry (the file's entries)
+QUANTITIES = tuple(q for a in REGISTRY.values() for q in a.quantities)
+BANKS = tuple(a.bank for a in REGISTRY.values() if a.bank is not None)
 
 
 @dataclass
@@ -93,8 +77,9 @@ class NormalityModel:
         out = np.where((class_id >= 0) & (class_id < len(names)), table[safe], unknown)
         return np.where(is_blob, lookup[BLOB], out)
 
-    # Lookups derived from the model's arrays, built on first use. A model's class axis and direction
-    # counts do not change once it is built (fit and warm-up build a new model).
+    # Lookups derived from the model's arrays, built on first use. A model's class axis does not change
+    # once it is built (fit and warm-up build a new model); its direction counts only through
+    # add_direction, which drops their cached totals.
 
     @cached_property
     def _class_lookup(self) -> dict[str, int]:
@@ -117,6 +102,11 @@ class NormalityModel:
         if flags is None:
             flags = self._class_flags[name] = np.array([n == name for n in self.class_names], bool)
         return flags
+
+    def add_direction(self, cell: np.ndarray, cls: np.ndarray, sector: np.ndarray, weight: float) -> None:
+        """Count `weight` more objects heading into `sector` in (cell, class) (operator feedback)."""
+        np.add.at(self.direction, (cell, cls, sector), float(weight))
+        self.__dict__.pop("direction_totals", None)  # the cached sums are recomputed on next use
 
     @cached_property
     def direction_totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

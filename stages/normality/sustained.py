@@ -18,23 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stages.normality.attributes import REGISTRY
 from stages.normality.features import UNTRACKED
 
 #: attributes of how an object moves, measured with per-frame noise, so that averaging over its track
-#: adds evidence. Not the attributes of what or where it is, which persist by nature (its mean over a
-#: track is about its current value, and a rare object would only be counted twice): class_in_place,
-#: size, appearance, relations (two objects walking together keep their relation), dwell (itself
-#: accumulated over time); nor unexplained_motion (moving regions have no track).
-SUSTAINED_ATTRIBUTES = (
-    "speed",
-    "direction",
-    "motion",
-    "pose",
-    "dynamics",
-    "scale_change",
-    "speed_vs_pose",
-    "gait",
-)
+#: adds evidence (Attribute.sustained). Not the attributes of what or where it is, which persist by
+#: nature (its mean over a track is about its current value, and a rare object would only be counted
+#: twice): class_in_place, size, appearance, relations (two objects walking together keep their
+#: relation), dwell (itself accumulated over time); nor unexplained_motion (moving regions have no track).
+SUSTAINED_ATTRIBUTES = tuple(a.name for a in REGISTRY.values() if a.sustained)
 
 
 @dataclass

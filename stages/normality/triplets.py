@@ -32,6 +32,11 @@ class TripletStats:
         counts = Counter(graph.node_labels)
         self.pairs.update((a, b) for a in labels for b in labels if a != b or counts[a] > 1)
 
+    def absorb(self, subject: str, predicate: str, obj: str, weight: int) -> None:
+        """Count one relation `weight` more times, and the chances to see it with it (operator feedback)."""
+        self.triplets[(subject, predicate, obj)] += weight
+        self.pairs[(subject, obj)] += weight
+
     def probability(self, subject: str, predicate: str, obj: str) -> float:
         """P(triplet | both classes present), with a Jeffreys-like prior (unseen -> small, finite)."""
         seen = self.triplets.get((subject, predicate, obj), 0)

@@ -1,0 +1,29 @@
+"""What the nearest-neighbour attributes (motion, pose, appearance) share: their memory banks."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from stages.normality.attributes.base import FitData, FrameView
+from stages.normality.memory import MemoryBank, coreset
+
+log = logging.getLogger("vigil.fit")
+
+
+def build_bank(name: str, feats: np.ndarray, data: FitData) -> MemoryBank:
+    """The finite rows of `feats`, coreset-subsampled to ScoringConfig.memory_size when larger."""
+    config = data.config
+    feats = feats[np.all(np.isfinite(feats), axis=1)] if len(feats) else feats
+    keep = coreset(feats, config.memory_size, config.coreset, data.seed, data.device)
+    log.info("memory bank", extra={"bank": name, "rows": len(keep), "of": len(feats)})
+    return MemoryBank(feats[keep], data.device)
+
+
+def absorb_rows(frame: FrameView, bank: str, features: np.ndarray, rows: np.ndarray) -> None:
+    """Feedback of a nearest-neighbour attribute: the judged feature rows of the objects `rows` join
+    the bank, once each (a bank keeps examples, not frequencies: the k-NN distance to a row is 0 once
+    it is in, whatever the weight). Rows not judged (NaN) are left out."""
+    picked = features[rows]
+    frame.model.banks[bank].add(picked[np.all(np.isfinite(picked), axis=1)])
