@@ -293,6 +293,13 @@ class ScoringConfig(Section):
         description="object score = mean of the track's last N frame scores (younger: its own; 1: off)",
     )
     warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
+    crossval_folds: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="folds of whole normal clips for the false-alert estimate `vigil fit` measures "
+        "(0: off; fewer clips than folds: one clip per fold)",
+    )
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
     attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")
     knn_k: int = Field(3, ge=1, le=100, description="neighbours averaged by the k-NN attributes")
@@ -326,6 +333,12 @@ class ScoringConfig(Section):
 class EventsConfig(Section):
     start_score: float = Field(3.0, ge=0, description="calibrated score that opens an event")
     end_score: float = Field(2.0, ge=0, description="score under which an event may end (hysteresis)")
+    alerts_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="budget of false alerts per hour: raises each camera's start score to what this budget "
+        "gives on the model's cross-validated normal footage (never lowers it); unset: start_score alone",
+    )
     min_duration_s: float = Field(0.5, ge=0)
     end_after_s: float = Field(1.5, ge=0, description="quiet time before an event ends")
     cooldown_s: float = Field(10.0, ge=0, description="per camera and track, after an event ended")

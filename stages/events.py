@@ -259,15 +259,22 @@ class EventStage(Stage):
     needs = ("frame", "attributes", "scores", "explanations")
     provides = ("events",)
 
-    def __init__(self, config: EventsConfig, max_trajectory: int = 256) -> None:
+    def __init__(
+        self, config: EventsConfig, max_trajectory: int = 256, start_scores: dict[str, float] | None = None
+    ) -> None:
+        """`start_scores`: per camera, a start score that replaces `config.start_score` (the alert budget
+        of `events.alerts_per_hour` on that camera's model); the end score keeps its gap below it."""
         self.config = config
         self.max_trajectory = max_trajectory
+        self.start_scores = dict(start_scores or {})
         self._trackers: dict[str, EventTracker] = {}
         self._clips: dict[str, CameraClips] = {}
         self._pending: list[Event] = []
 
     def on_source_added(self, event: SourceEvent) -> None:
-        self._trackers[event.camera] = EventTracker(event.camera, self.config, self.max_trajectory)
+        self._trackers[event.camera] = EventTracker(
+            event.camera, self.config_for(event.camera), self.max_trajectory
+        )
         if self.config.clips:
             self._clips[event.camera] = CameraClips(
                 event.camera,
@@ -276,6 +283,13 @@ class EventStage(Stage):
                 max_s=self.config.clip_max_s,
                 max_height=self.config.clip_max_height,
             )
+
+    def config_for(self, camera: str) -> EventsConfig:
+        start = self.start_scores.get(camera)
+        if start is None or start == self.config.start_score:
+            return self.config
+        gap = self.config.start_score - self.config.end_score
+        return self.config.model_copy(update={"start_score": start, "end_score": max(0.0, start - gap)})
 
     def on_source_eos(self, event: SourceEvent) -> None:
         self._pending.extend(self._close_camera(event.camera))

@@ -7,10 +7,14 @@ stages by what they need and provide.
 
 from __future__ import annotations
 
+import logging
+
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 from stages.normality import NormalityModel
+
+log = logging.getLogger("vigil.stages")
 
 
 def perception_stages(config: VigilConfig) -> list[Stage]:
@@ -63,5 +67,33 @@ def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None
     return [
         ScoreStage(models, config.scoring, grid=config.attributes.grid),
         ExplainStage(models, config.scoring),
-        EventStage(config.events),
+        EventStage(config.events, start_scores=alert_start_scores(config, models)),
     ]
+
+
+def alert_start_scores(config: VigilConfig, models: dict[str, NormalityModel]) -> dict[str, float]:
+    """Each camera's start score under `events.alerts_per_hour`: what the budget gives on the false
+    alerts its model measured on held-out normal footage (empty when no budget is set)."""
+    budget = config.events.alerts_per_hour
+    if budget is None:
+        return {}
+    out: dict[str, float] = {}
+    for camera, model in models.items():
+        if model.false_alerts is None:
+            log.warning(
+                "events.alerts_per_hour: this model has no false-alert estimate (re-run `vigil fit` on two "
+                "or more normal clips); the start score stays events.start_score",
+                extra={"camera": camera, "start_score": config.events.start_score},
+            )
+            continue
+        out[camera] = model.false_alerts.threshold_for(budget, floor=config.events.start_score)
+        log.info(
+            "alert budget",
+            extra={
+                "camera": camera,
+                "alerts_per_hour": budget,
+                "start_score": out[camera],
+                "estimate": model.false_alerts.summary(out[camera]),
+            },
+        )
+    return out

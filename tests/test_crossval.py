@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from conftest import DETECTOR, POSE
 
 from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.errors import ModelError
@@ -72,3 +75,33 @@ def test_a_budget_raises_the_threshold_until_it_holds() -> None:
 def test_one_clip_cannot_be_cross_validated() -> None:
     with pytest.raises(ModelError, match="at least 2 clips"):
         cross_validate(normal_footage(clips=1), ScoringConfig(), seed=0)
+
+
+@pytest.mark.slow
+def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
+    ped2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real perception over three Ped2 training clips, cross-validated by `vigil fit`, kept in the model."""
+    from pipeline.cli import main
+    from pipeline.configfile import load_config
+    from stages.factory import alert_start_scores
+    from stages.normality import NormalityModel
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"detector:\n  model: {DETECTOR}\npose:\n  model: {POSE}\nappearance:\n  model: {POSE}\n"
+        f"scoring:\n  models_dir: {tmp_path / 'models'}\n  crossval_folds: 3\n"
+        "events:\n  alerts_per_hour: 0\n"
+    )
+    clips = [str(ped2 / "train" / f"Train00{i}.mp4") for i in (1, 2, 3)]
+    assert main(["fit", *clips, "--camera", "walkway", "-c", str(config), "--max-frames", "40"]) == 0
+    model = NormalityModel.load(tmp_path / "models" / "walkway.npz")
+    curve = model.false_alerts
+    assert curve is not None and curve.clips == 3 and curve.folds == 3 and curve.frames == 120
+    assert curve.seconds == pytest.approx(12.0, rel=0.05)  # 40 frames at 10 fps, three times
+    assert "false alerts/hour at score 3" in capsys.readouterr().err
+    loaded = load_config(config)
+    start = alert_start_scores(loaded, {"walkway": model})["walkway"]
+    assert start >= loaded.events.start_score
+    assert start == curve.threshold_for(0.0, floor=loaded.events.start_score)
+    assert curve.alerts_per_hour(start) == 0 or start == curve.start_scores[-1]

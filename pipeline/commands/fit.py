@@ -25,6 +25,7 @@ from pipeline.stage import Stage
 
 if TYPE_CHECKING:
     from stages.normality import FrameSample, NormalityModel
+    from stages.normality.alert_budget import AlertCurve
 
 log = logging.getLogger("vigil.fit")
 
@@ -139,7 +140,28 @@ def fit_camera(
     samples = collect_samples(config, camera, files, max_frames)
     model = fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
     model.perception = perception_settings(config)
+    model.false_alerts = estimate_false_alerts(config, samples, seed)
     return model
+
+
+def estimate_false_alerts(
+    config: VigilConfig, samples: Sequence[FrameSample], seed: int
+) -> AlertCurve | None:
+    """Cross-validation over the normal clips, on the perception already computed (None: one clip, or
+    `scoring.crossval_folds` 0)."""
+    from stages.normality.crossval import MIN_CLIPS, cross_validate
+
+    clips = len({s.clip for s in samples})
+    if config.scoring.crossval_folds == 0 or clips < MIN_CLIPS:
+        log.warning(
+            "no false-alert estimate: it needs two or more normal clips and scoring.crossval_folds > 0",
+            extra={"clips": clips, "folds": config.scoring.crossval_folds},
+        )
+        return None
+    estimate = cross_validate(
+        samples, config.scoring, seed, grid=config.attributes.grid, folds=config.scoring.crossval_folds
+    )
+    return estimate.curve(config.events)
 
 
 def stale_settings(model: NormalityModel, config: VigilConfig) -> list[str]:
@@ -186,4 +208,9 @@ def run(args: argparse.Namespace) -> int:
         f"{c['frames_held_out']} held out for calibration, {c['objects']} objects -> {path}",
         file=sys.stderr,
     )
+    if model.false_alerts is not None:
+        print(
+            f"vigil: fit: camera {args.camera}: {model.false_alerts.summary(config.events.start_score)}",
+            file=sys.stderr,
+        )
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import ModelError
+from stages.normality.alert_budget import AlertCurve
 from stages.normality.attributes import ATTRIBUTES, REGISTRY
 from stages.normality.calibration import TailCalibrator
 from stages.normality.classes import BLOB, UNKNOWN
@@ -60,6 +61,9 @@ class NormalityModel:
     #: the perception settings its footage was measured with (pipeline.config.perception_settings);
     #: empty when not recorded (a warm-up model, or a fit from samples)
     perception: dict[str, Any] = field(default_factory=dict)
+    #: false alerts per hour by start score on held-out normal clips (stages.normality.crossval);
+    #: None when not measured (a model fitted on one clip, or with cross-validation off)
+    false_alerts: AlertCurve | None = None
 
     @property
     def cells(self) -> int:
@@ -139,6 +143,7 @@ class NormalityModel:
             "grid": list(self.grid),
             "config": self.config,
             "perception": self.perception,
+            "false_alerts": None if self.false_alerts is None else self.false_alerts.to_dict(),
             "counts": self.counts,
             "attributes": list(ATTRIBUTES),
             "sustained": {
@@ -217,6 +222,7 @@ class NormalityModel:
                 },
                 holdout_sustained=arrays["holdout_sustained"],
                 perception=dict(meta.get("perception", {})),
+                false_alerts=AlertCurve.from_dict(meta["false_alerts"]) if meta.get("false_alerts") else None,
             )
         except KeyError as exc:
             raise ModelError(
