@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, TextIO
 from pipeline.commands import eval as eval_command
 from pipeline.commands import fit as fit_command
 from pipeline.config import CameraConfig, VigilConfig
-from pipeline.configfile import load_config, redact, secrets_of
+from pipeline.configfile import load_config, secrets_of
 from pipeline.errors import ConfigError, SourceError, VigilError
 from pipeline.graph import build_graph
 from pipeline.logs import fields, setup_logging
 from pipeline.metrics import Metrics
+from pipeline.redaction import redact
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
 from pipeline.stage import Stage
@@ -365,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except VigilError as exc:
         if args.debug:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         for line in redact(str(exc)).splitlines() or [type(exc).__name__]:
             print(f"vigil: error: {line}", file=sys.stderr)
         return EXIT_USAGE
@@ -373,14 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vigil: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        what = redact(f"unexpected {type(exc).__name__}: {exc}")
         if args.debug:
-            traceback.print_exc()
-            print(f"vigil: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            print(f"vigil: error: {what}", file=sys.stderr)
         else:
-            print(
-                f"vigil: error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                file=sys.stderr,
-            )
+            print(f"vigil: error: {what} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_SOURCE_FAILED
 
 
