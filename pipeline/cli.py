@@ -23,10 +23,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from pydantic import ValidationError
+
 from pipeline.commands import eval as eval_command
 from pipeline.commands import fit as fit_command
-from pipeline.config import CameraConfig, VigilConfig
-from pipeline.configfile import load_config, secrets_of
+from pipeline.config import CameraConfig, VigilConfig, camera_name_problem
+from pipeline.configfile import load_config, secrets_of, validation_message
 from pipeline.errors import ConfigError, SourceError, VigilError
 from pipeline.graph import build_graph
 from pipeline.logs import fields, setup_logging
@@ -97,6 +99,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.camera is not None and len(args.files) != 1:
         raise ConfigError("--camera names one camera: give exactly one FILE with it")
+    if args.camera is not None and (problem := camera_name_problem(args.camera)):
+        raise ConfigError(f"--camera: {problem}")
     by_name = {c.name: c for c in config.cameras}
     cameras: list[CameraConfig] = []
     for file in args.files:
@@ -114,8 +118,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 cameras.append(known.model_copy(update={"url": str(path.resolve()), "kind": "auto"}))
             else:
                 cameras.append(CameraConfig(name=name, url=str(path.resolve())))
-        except ValueError as exc:
-            raise ConfigError(f"{file}: cannot make a camera of it: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"{file}: cannot make a camera of it: {validation_message(exc)}") from None
     return run_pipeline(config, cameras, live=False, realtime=args.realtime)
 
 
@@ -279,8 +283,9 @@ def _is_rtsp(camera: CameraConfig) -> bool:
 
 
 def _camera_name(path: Path) -> str:
-    stem = path.stem if path.is_file() else path.name
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64] or "camera"
+    stem = path.stem if path.is_file() else path.resolve().name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64]
+    return name if camera_name_problem(name) is None else "camera"
 
 
 @contextmanager

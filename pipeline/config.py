@@ -7,6 +7,8 @@ passwords are written as `${ENV_NAME}` in URLs and resolved from the environment
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +19,57 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+CAMERA_SCHEMES = ("rtsp", "rtsps")
+
+
+def camera_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a camera, or None. It becomes a folder (<media_dir>/<name>/), a file
+    (<models_dir>/<name>.npz) and an MQTT topic level (vigil/<name>/events): '.' or '..' would leave
+    the folder and the topic tree."""
+    if _CAMERA_NAME.fullmatch(name) and name.strip("."):
+        return None
+    return f"{name!r} is not a camera name: use 1-64 letters, digits, '_', '.' or '-', not only dots"
+
+
+def camera_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a camera, or None: a URL scheme other than rtsp(s) would be read as a file."""
+    match = _URL_SCHEME.match(url)
+    if match is None or match.group(1).lower() in CAMERA_SCHEMES:
+        return None
+    scheme = match.group(1)
+    close = difflib.get_close_matches(scheme.lower(), CAMERA_SCHEMES, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unsupported URL scheme {scheme!r}{hint}: a camera is an rtsp:// or rtsps:// URL, "
+        "a video file or a folder of images"
+    )
+
+
 class CameraConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="id used in metrics, logs and events")
+    name: str = Field(description="id used in metrics, logs, events, media folders and MQTT topics")
     url: str = Field(min_length=1, description="rtsp://..., a video file, or a folder of images")
     kind: Literal["auto", "file", "rtsp", "folder"] = "auto"
     fps: float = Field(10.0, gt=0, le=240, description="frame rate of a folder of images")
     model: Path | None = Field(None, description="normality model file; default <models_dir>/<name>.npz")
     analysis_fps: float | None = Field(None, gt=0, le=240, description="analyse at most this many fps")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        problem = camera_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        problem = camera_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
 
 class RuntimeConfig(Section):

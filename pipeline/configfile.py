@@ -95,6 +95,14 @@ def secrets_of(config: VigilConfig) -> frozenset[str]:
     return config._secrets
 
 
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line, `field: problem; ...`, for values that come from the command line."""
+    return "; ".join(
+        f"{_dotted(tuple(err['loc'])) or 'value'}: {_lower_first(err['msg'].removeprefix('Value error, '))}"
+        for err in exc.errors()
+    )
+
+
 def is_url(value: str) -> bool:
     return bool(_URL_SCHEME.match(value))
 

@@ -380,3 +380,33 @@ def test_metrics_token_variable_must_be_set(tmp_path: Path, ped2: Path) -> None:
     assert error_lines(result.stderr) == [
         "vigil: error: http.token_env: environment variable VIGIL_TEST_TOKEN is not set"
     ]
+
+
+# ---- bad input: one line each, no secrets ----------------------------------------------------------
+
+
+def test_mistyped_camera_scheme_is_refused_without_printing_the_password(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, "cameras:\n  - name: gate\n    url: rstp://admin:${CAM_PW}@127.0.0.1:1/cam\n"
+    )
+    result = vigil("watch", "-c", str(cfg), cwd=tmp_path, env=env_for({"CAM_PW": "hunter2-rstp"}))
+    assert result.returncode == 2, result.stderr
+    assert "hunter2-rstp" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == error_lines(result.stderr)
+    (line,) = error_lines(result.stderr)
+    assert "cfg.yaml:12:10: cameras[0].url: unsupported URL scheme 'rstp'" in line, line
+
+
+@pytest.mark.parametrize("name", ["../../etc", ".."])
+@pytest.mark.parametrize("command", ["replay", "fit"])
+def test_bad_camera_option_is_one_line(tmp_path: Path, ped2: Path, command: str, name: str) -> None:
+    clip = str(ped2 / "train" / "Train001.mp4")
+    cfg = str(write_config(tmp_path))
+    extra = ["--max-frames", "2"] if command == "fit" else []
+    result = vigil(command, clip, "-c", cfg, "--camera", name, *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"vigil: error: --camera: {name!r} is not a camera name: use 1-64 letters, digits, '_', '.' or '-', "
+        "not only dots"
+    ]
+    assert not list(tmp_path.rglob("*.npz")) and not (tmp_path.parent / "etc.npz").exists()

@@ -74,7 +74,7 @@ def test_repo_example_config_is_valid() -> None:
         ),
         (
             "cameras:\n  - name: bad name!\n    url: x.mp4\n",
-            "cfg.yaml:2:11: cameras[0].name: string should match pattern",
+            "cfg.yaml:2:11: cameras[0].name: 'bad name!' is not a camera name",
         ),
     ],
     ids=[
@@ -193,3 +193,22 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     assert config.sinks.jsonl.path == "-"
     assert config.scoring.models_dir == folder / "var/models"
     assert config.events.media_dir == folder / "../media"
+
+
+def test_camera_url_with_a_mistyped_scheme_is_one_located_line_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as a file path before, the URL failed at run time with the password in the error line."""
+    monkeypatch.setenv("CAM_PW", "hunter2-mistyped")
+    text = "cameras:\n  - name: gate\n    url: rstp://admin:${CAM_PW}@10.0.0.2/cam\n"
+    (line,) = errors_of(write(tmp_path, text, "cfg.yaml"))
+    assert "cfg.yaml:3:10: cameras[0].url: unsupported URL scheme 'rstp' (did you mean 'rtsp'?)" in line, line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize("name", [".", "..", "..."])
+def test_camera_names_that_are_path_components_are_refused(tmp_path: Path, name: str) -> None:
+    """Media go to <media_dir>/<name>/ and MQTT to vigil/<name>/events: '..' would escape both."""
+    (line,) = errors_of(write(tmp_path, f"cameras:\n  - name: '{name}'\n    url: x.mp4\n", "cfg.yaml"))
+    assert f"cfg.yaml:2:11: cameras[0].name: {name!r} is not a camera name" in line, line
+    assert "pydantic" not in line
