@@ -8,6 +8,7 @@ passwords are written as `${ENV_NAME}` in URLs and resolved from the environment
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -103,14 +104,40 @@ class SourceConfig(Section):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine (a name other than localhost may be anything)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
-    token_env: str | None = Field(None, description="env var holding a bearer token that protects /metrics")
+    token_env: str | None = Field(
+        None, description="env var holding a bearer token that protects /metrics and /healthz's details"
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback host without a token (trusted networks only; logged)"
+    )
     stall_limit_s: float = Field(
         30.0, gt=0, description="/healthz fails when a live camera is silent this long"
     )
+
+    @model_validator(mode="after")
+    def _authenticated_off_loopback(self) -> HttpConfig:
+        open_to_all = self.enabled and not self.token_env and not self.allow_unauthenticated
+        if open_to_all and not is_loopback(self.host):
+            raise ValueError(
+                f"serving /metrics on {self.host or 'all interfaces'} without authentication is refused: "
+                "set http.token_env (the environment variable holding a bearer token), or "
+                "http.allow_unauthenticated: true on a trusted network"
+            )
+        return self
 
 
 class JsonlSinkConfig(Section):

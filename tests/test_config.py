@@ -212,3 +212,25 @@ def test_camera_names_that_are_path_components_are_refused(tmp_path: Path, name:
     (line,) = errors_of(write(tmp_path, f"cameras:\n  - name: '{name}'\n    url: x.mp4\n", "cfg.yaml"))
     assert f"cfg.yaml:2:11: cameras[0].name: {name!r} is not a camera name" in line, line
     assert "pydantic" not in line
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.7", "vigil.example.internal", ""])
+def test_non_loopback_http_without_authentication_is_refused(tmp_path: Path, host: str) -> None:
+    (line,) = errors_of(write(tmp_path, f"http:\n  host: '{host}'\n", "cfg.yaml"))
+    assert "cfg.yaml:2:3: http: " in line and "without authentication is refused" in line, line
+    assert "http.token_env" in line and "http.allow_unauthenticated" in line, line
+
+
+@pytest.mark.parametrize(
+    "http",
+    [
+        "host: 127.0.0.1",
+        "host: localhost",
+        "host: '::1'",
+        "host: 0.0.0.0\n  token_env: VIGIL_HTTP_TOKEN",
+        "host: 0.0.0.0\n  allow_unauthenticated: true",
+        "host: 0.0.0.0\n  enabled: false",
+    ],
+)
+def test_http_binds_that_are_allowed(tmp_path: Path, http: str) -> None:
+    load_config(write(tmp_path, f"http:\n  {http}\n"))
