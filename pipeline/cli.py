@@ -36,6 +36,7 @@ from pipeline.metrics import Metrics
 from pipeline.redaction import redact
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
+from pipeline.sinks.jsonl import names_stdout
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     metrics = Metrics()
     sinks: list[EventSink] = []
     delivery: Delivery | None = None
-    events_on_stdout = config.sinks.jsonl.enabled and config.sinks.jsonl.path == "-"
-    try:
-        with _stop_on_signals(stop), stdout_for_events_only(events_on_stdout) as events_stream:
+    events_on_stdout = config.sinks.jsonl.enabled and names_stdout(config.sinks.jsonl.path)
+    try:  # fd 1 always redirected: library banners never reach stdout, whatever the sinks
+        with _stop_on_signals(stop), stdout_for_events_only(True) as events_stream:
             if config.http.enabled:
                 server = MetricsServer(
                     metrics,
@@ -145,7 +146,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                     token=_token(config),
                 )
                 server.start(stop)
-            sinks = make_sinks(config, events_stream)
+            sinks = make_sinks(config, events_stream if events_on_stdout else None)
             delivery = Delivery.from_config(config, [c.name for c in cameras], metrics)
             if delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
                 delivery.start()
@@ -184,14 +185,15 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
 
 
 def make_sinks(config: VigilConfig, stdout: TextIO | None = None) -> list[EventSink]:
-    """The configured local sinks; `stdout` is where JSONL path "-" writes (default sys.stdout)."""
+    """The configured local sinks; `stdout`, when given, is where the JSONL sink writes (its path names
+    stdout: "-" or /dev/stdout, which after the redirect would be stderr); "-" alone means sys.stdout."""
     from pipeline.sinks.delivery import outbox_sink_names
     from pipeline.sinks.jsonl import JsonlSink
     from pipeline.sinks.sqlite import SqliteEventStore
 
     sinks: list[EventSink] = []
     if config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path, stream=stdout))
+        sinks.append(JsonlSink("-" if stdout is not None else config.sinks.jsonl.path, stream=stdout))
     if config.sinks.sqlite.enabled:
         sinks.append(SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks)))
     return sinks
@@ -293,13 +295,18 @@ def stdout_for_events_only(enabled: bool) -> Iterator[TextIO | None]:
     """While running, file descriptor 1 carries only the JSONL events.
 
     Libraries print banners to stdout (ultralytics: "Loading ... for OpenVINO inference..."), which
-    would corrupt the event stream; everything but the events goes to stderr meanwhile.
+    would corrupt the event stream; everything but the events goes to stderr meanwhile. What the
+    command means to print goes to the yielded stream (the real stdout).
     """
     if not enabled:
         yield None
         return
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # started without a stdout: nothing to protect
+        yield None
+        return
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     try:
