@@ -59,17 +59,22 @@ class Command:
 
 
 def _args_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", metavar="FILE", help="config file (as with -c)")
     _add_config_arg(parser)
+    parser.set_defaults(config=None)  # to tell `-c` given from `-c` left out
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
+    if args.file is not None and args.config is not None:
+        raise ConfigError(f"two config files given ({args.file} and -c {args.config}): give one")
+    path = args.file or args.config or DEFAULT_CONFIG
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    print(f"{args.config}: OK ({len(config.cameras)} camera{'' if len(config.cameras) == 1 else 's'})")
+    print(f"{path}: OK ({len(config.cameras)} camera{'' if len(config.cameras) == 1 else 's'})")
     return EXIT_OK
 
 

@@ -480,3 +480,20 @@ def test_eval_stdout_is_its_tables_only(tmp_path: Path, ped2: Path) -> None:
     assert not [line for line in result.stdout.splitlines() if "OpenVINO" in line or "Ultralytics" in line]
     assert result.stdout.splitlines()[0].startswith("variant"), result.stdout[:2000]
     assert "OpenVINO" in result.stderr
+
+
+# ---- validate-config ---------------------------------------------------------------------------------
+
+
+def test_validate_config_takes_the_file_as_an_argument(tmp_path: Path) -> None:
+    result = vigil("validate-config", "config.yaml", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.yaml: OK (1 camera)"
+    bad = write_config(tmp_path, "cameras:\n  - name: a\n    url: x.mp4\n    nmae: b\n")
+    result = vigil("validate-config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "cfg.yaml:13:5: cameras[0].nmae: unknown key" in result.stderr
+    both = vigil("validate-config", "config.yaml", "-c", "other.yaml", cwd=REPO)
+    assert both.returncode == 2
+    assert error_lines(both.stderr) == [
+        "vigil: error: two config files given (config.yaml and -c other.yaml): give one"
+    ]
