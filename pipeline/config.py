@@ -2,7 +2,7 @@
 
 Every section has defaults, so a user only has to write `cameras:`. Secrets such as RTSP
 passwords are written as `${ENV_NAME}` in URLs and resolved from the environment at load time;
-`redact()` is what logs and metrics use instead of the resolved URL.
+`pipeline.redaction.redact` keeps them, and any URL password, out of everything Vigil prints.
 """
 
 from __future__ import annotations
@@ -434,7 +434,7 @@ class VigilConfig(Section):
     scoring: ScoringConfig = ScoringConfig()
     events: EventsConfig = EventsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.configfile.redact)
+    #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.redaction)
     _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("cameras")
