@@ -23,16 +23,20 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from pydantic import ValidationError
+
 from pipeline.commands import eval as eval_command
 from pipeline.commands import fit as fit_command
-from pipeline.config import CameraConfig, VigilConfig
-from pipeline.configfile import load_config, redact, secrets_of
+from pipeline.config import CameraConfig, VigilConfig, camera_name_problem
+from pipeline.configfile import load_config, secrets_of, validation_message
 from pipeline.errors import ConfigError, SourceError, VigilError
 from pipeline.graph import build_graph
 from pipeline.logs import fields, setup_logging
 from pipeline.metrics import Metrics
+from pipeline.redaction import redact
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
+from pipeline.sinks.jsonl import names_stdout
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
@@ -55,17 +59,22 @@ class Command:
 
 
 def _args_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", metavar="FILE", help="config file (as with -c)")
     _add_config_arg(parser)
+    parser.set_defaults(config=None)  # to tell `-c` given from `-c` left out
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
+    if args.file is not None and args.config is not None:
+        raise ConfigError(f"two config files given ({args.file} and -c {args.config}): give one")
+    path = args.file or args.config or DEFAULT_CONFIG
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    print(f"{args.config}: OK ({len(config.cameras)} camera{'' if len(config.cameras) == 1 else 's'})")
+    print(f"{path}: OK ({len(config.cameras)} camera{'' if len(config.cameras) == 1 else 's'})")
     return EXIT_OK
 
 
@@ -96,6 +105,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.camera is not None and len(args.files) != 1:
         raise ConfigError("--camera names one camera: give exactly one FILE with it")
+    if args.camera is not None and (problem := camera_name_problem(args.camera)):
+        raise ConfigError(f"--camera: {problem}")
     by_name = {c.name: c for c in config.cameras}
     cameras: list[CameraConfig] = []
     for file in args.files:
@@ -113,8 +124,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 cameras.append(known.model_copy(update={"url": str(path.resolve()), "kind": "auto"}))
             else:
                 cameras.append(CameraConfig(name=name, url=str(path.resolve())))
-        except ValueError as exc:
-            raise ConfigError(f"{file}: cannot make a camera of it: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"{file}: cannot make a camera of it: {validation_message(exc)}") from None
     return run_pipeline(config, cameras, live=False, realtime=args.realtime)
 
 
@@ -128,9 +139,9 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     metrics = Metrics()
     sinks: list[EventSink] = []
     delivery: Delivery | None = None
-    events_on_stdout = config.sinks.jsonl.enabled and config.sinks.jsonl.path == "-"
-    try:
-        with _stop_on_signals(stop), stdout_for_events_only(events_on_stdout) as events_stream:
+    events_on_stdout = config.sinks.jsonl.enabled and names_stdout(config.sinks.jsonl.path)
+    try:  # fd 1 always redirected: library banners never reach stdout, whatever the sinks
+        with _stop_on_signals(stop), stdout_for_events_only(True) as events_stream:
             if config.http.enabled:
                 server = MetricsServer(
                     metrics,
@@ -140,7 +151,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                     token=_token(config),
                 )
                 server.start(stop)
-            sinks = make_sinks(config, events_stream)
+            sinks = make_sinks(config, events_stream if events_on_stdout else None)
             delivery = Delivery.from_config(config, [c.name for c in cameras], metrics)
             if delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
                 delivery.start()
@@ -179,14 +190,15 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
 
 
 def make_sinks(config: VigilConfig, stdout: TextIO | None = None) -> list[EventSink]:
-    """The configured local sinks; `stdout` is where JSONL path "-" writes (default sys.stdout)."""
+    """The configured local sinks; `stdout`, when given, is where the JSONL sink writes (its path names
+    stdout: "-" or /dev/stdout, which after the redirect would be stderr); "-" alone means sys.stdout."""
     from pipeline.sinks.delivery import outbox_sink_names
     from pipeline.sinks.jsonl import JsonlSink
     from pipeline.sinks.sqlite import SqliteEventStore
 
     sinks: list[EventSink] = []
     if config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path, stream=stdout))
+        sinks.append(JsonlSink("-" if stdout is not None else config.sinks.jsonl.path, stream=stdout))
     if config.sinks.sqlite.enabled:
         sinks.append(SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks)))
     return sinks
@@ -278,8 +290,9 @@ def _is_rtsp(camera: CameraConfig) -> bool:
 
 
 def _camera_name(path: Path) -> str:
-    stem = path.stem if path.is_file() else path.name
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64] or "camera"
+    stem = path.stem if path.is_file() else path.resolve().name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:64]
+    return name if camera_name_problem(name) is None else "camera"
 
 
 @contextmanager
@@ -287,13 +300,18 @@ def stdout_for_events_only(enabled: bool) -> Iterator[TextIO | None]:
     """While running, file descriptor 1 carries only the JSONL events.
 
     Libraries print banners to stdout (ultralytics: "Loading ... for OpenVINO inference..."), which
-    would corrupt the event stream; everything but the events goes to stderr meanwhile.
+    would corrupt the event stream; everything but the events goes to stderr meanwhile. What the
+    command means to print goes to the yielded stream (the real stdout).
     """
     if not enabled:
         yield None
         return
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # started without a stdout: nothing to protect
+        yield None
+        return
     events = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     try:
@@ -365,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except VigilError as exc:
         if args.debug:
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         for line in redact(str(exc)).splitlines() or [type(exc).__name__]:
             print(f"vigil: error: {line}", file=sys.stderr)
         return EXIT_USAGE
@@ -373,14 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vigil: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        what = redact(f"unexpected {type(exc).__name__}: {exc}")
         if args.debug:
-            traceback.print_exc()
-            print(f"vigil: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+            print(f"vigil: error: {what}", file=sys.stderr)
         else:
-            print(
-                f"vigil: error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                file=sys.stderr,
-            )
+            print(f"vigil: error: {what} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_SOURCE_FAILED
 
 

@@ -2,11 +2,14 @@
 
 Every section has defaults, so a user only has to write `cameras:`. Secrets such as RTSP
 passwords are written as `${ENV_NAME}` in URLs and resolved from the environment at load time;
-`redact()` is what logs and metrics use instead of the resolved URL.
+`pipeline.redaction.redact` keeps them, and any URL password, out of everything Vigil prints.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +20,57 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_CAMERA_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+CAMERA_SCHEMES = ("rtsp", "rtsps")
+
+
+def camera_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a camera, or None. It becomes a folder (<media_dir>/<name>/), a file
+    (<models_dir>/<name>.npz) and an MQTT topic level (vigil/<name>/events): '.' or '..' would leave
+    the folder and the topic tree."""
+    if _CAMERA_NAME.fullmatch(name) and name.strip("."):
+        return None
+    return f"{name!r} is not a camera name: use 1-64 letters, digits, '_', '.' or '-', not only dots"
+
+
+def camera_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a camera, or None: a URL scheme other than rtsp(s) would be read as a file."""
+    match = _URL_SCHEME.match(url)
+    if match is None or match.group(1).lower() in CAMERA_SCHEMES:
+        return None
+    scheme = match.group(1)
+    close = difflib.get_close_matches(scheme.lower(), CAMERA_SCHEMES, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unsupported URL scheme {scheme!r}{hint}: a camera is an rtsp:// or rtsps:// URL, "
+        "a video file or a folder of images"
+    )
+
+
 class CameraConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="id used in metrics, logs and events")
+    name: str = Field(description="id used in metrics, logs, events, media folders and MQTT topics")
     url: str = Field(min_length=1, description="rtsp://..., a video file, or a folder of images")
     kind: Literal["auto", "file", "rtsp", "folder"] = "auto"
     fps: float = Field(10.0, gt=0, le=240, description="frame rate of a folder of images")
     model: Path | None = Field(None, description="normality model file; default <models_dir>/<name>.npz")
     analysis_fps: float | None = Field(None, gt=0, le=240, description="analyse at most this many fps")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        problem = camera_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        problem = camera_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
 
 
 class RuntimeConfig(Section):
@@ -57,14 +104,40 @@ class SourceConfig(Section):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine (a name other than localhost may be anything)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)
-    token_env: str | None = Field(None, description="env var holding a bearer token that protects /metrics")
+    token_env: str | None = Field(
+        None, description="env var holding a bearer token that protects /metrics and /healthz's details"
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback host without a token (trusted networks only; logged)"
+    )
     stall_limit_s: float = Field(
         30.0, gt=0, description="/healthz fails when a live camera is silent this long"
     )
+
+    @model_validator(mode="after")
+    def _authenticated_off_loopback(self) -> HttpConfig:
+        open_to_all = self.enabled and not self.token_env and not self.allow_unauthenticated
+        if open_to_all and not is_loopback(self.host):
+            raise ValueError(
+                f"serving /metrics on {self.host or 'all interfaces'} without authentication is refused: "
+                "set http.token_env (the environment variable holding a bearer token), or "
+                "http.allow_unauthenticated: true on a trusted network"
+            )
+        return self
 
 
 class JsonlSinkConfig(Section):
@@ -376,7 +449,7 @@ class VigilConfig(Section):
     scoring: ScoringConfig = ScoringConfig()
     events: EventsConfig = EventsConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.configfile.redact)
+    #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.redaction)
     _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("cameras")

@@ -2,8 +2,8 @@
 
 The YAML is composed into a node tree first, so each pydantic error `loc` can be traced back to
 the line and column where the offending key or value was written. `${ENV}` references in string
-values are resolved from the environment; the resolved values are remembered on the config so
-`redact()` can keep them (and any URL password) out of logs.
+values are resolved from the environment; the resolved values are remembered on the config and by
+`pipeline.redaction`, which keeps them (and any URL password) out of everything Vigil prints.
 
 Relative paths in the file resolve against the folder holding the config file, not the working
 directory: camera urls that are not URLs, camera models and the `model` of any section (detector,
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
+from pipeline.redaction import redact, remember
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^@\s/]+)(?=@)")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 Loc = tuple[str | int, ...]
@@ -77,6 +76,7 @@ def load_config(path: str | os.PathLike[str]) -> VigilConfig:
     secrets: set[str] = set()
     problems: list[str] = []
     doc.data = _resolve_env(doc.data, (), doc, name, secrets, problems)
+    remember(secrets)  # from here on, no output of this process shows them
     if problems:
         raise ConfigError("\n".join(problems))
     _resolve_paths(doc.data, path.resolve().parent)
@@ -95,11 +95,12 @@ def secrets_of(config: VigilConfig) -> frozenset[str]:
     return config._secrets
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with URL passwords and the given secret values replaced by `***`."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
+def validation_message(exc: ValidationError) -> str:
+    """A pydantic error as one line, `field: problem; ...`, for values that come from the command line."""
+    return "; ".join(
+        f"{_dotted(tuple(err['loc'])) or 'value'}: {_lower_first(err['msg'].removeprefix('Value error, '))}"
+        for err in exc.errors()
+    )
 
 
 def is_url(value: str) -> bool:

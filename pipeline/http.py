@@ -1,6 +1,10 @@
 """The operator's HTTP endpoint: Prometheus `/metrics` and `/healthz`, optionally behind a bearer token.
 
-Binds to 127.0.0.1 unless configured otherwise. Runs in its own thread and stops with the stop event.
+Binds to 127.0.0.1 unless configured otherwise (another address needs a token, or the config's explicit
+`http.allow_unauthenticated`, which is logged as a warning). With a token, `/metrics` and the details of
+`/healthz` (which cameras stall, which stages fail) need it; the bare `/healthz` status and code stay
+open, so container HEALTHCHECKs and Kubernetes probes work without the secret. Runs in its own thread
+and stops with the stop event.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pipeline.config import is_loopback
 from pipeline.errors import VigilError
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
@@ -84,6 +89,13 @@ class MetricsServer:
         self._thread.start()
         threading.Thread(target=self._stop_on, args=(stop,), name="http-stop", daemon=True).start()
         log.info("serving metrics", extra=fields(url=f"{self.url}/metrics"))
+        if not self._token and not is_loopback(self.host):
+            log.warning(
+                f"serving /metrics and /healthz on {self.host or 'all interfaces'} WITHOUT authentication "
+                "(http.allow_unauthenticated): anyone who reaches this port reads them; set http.token_env "
+                "unless this network is trusted",
+                extra=fields(url=self.url),
+            )
 
     def _stop_on(self, stop: threading.Event) -> None:
         stop.wait()
@@ -101,7 +113,16 @@ class MetricsServer:
 
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if not self._authorised(environ):
+        authorised = self._authorised(environ)
+        if path == "/healthz":  # the status is open (probes carry no secret), the details are not
+            ok, detail = self.health.check()
+            if not authorised:
+                detail = {"status": detail["status"]}
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+            )
+            return [json.dumps(detail).encode() + b"\n"]
+        if not authorised:
             start_response(
                 "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")]
             )
@@ -110,11 +131,5 @@ class MetricsServer:
             body = generate_latest(self.metrics.registry)
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
             return [body]
-        if path == "/healthz":
-            ok, detail = self.health.check()
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
-            )
-            return [json.dumps(detail).encode() + b"\n"]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found: try /metrics or /healthz\n"]

@@ -1,12 +1,16 @@
 """Structured logs: one line per record, `key=value` fields (camera, stage, frame, ...).
 
 Use `logger.info("message", extra=fields(camera=..., stage=...))`; the formatter appends them.
+The formatter redacts every line it writes (`pipeline.redaction`): a URL password or a secret from
+the environment may reach a record through any message, argument, field or exception text.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+
+from pipeline.redaction import redact
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -32,7 +36,7 @@ class KeyValueFormatter(logging.Formatter):
             and logging.getLogger("vigil").isEnabledFor(logging.DEBUG)
         ):
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def _quote(value: object) -> str:

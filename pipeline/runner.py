@@ -23,6 +23,7 @@ from pipeline.graph import StageGraph
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
 from pipeline.packets import Event, FramePacket, SourceEvent
+from pipeline.redaction import redact
 from pipeline.sinks.base import EventSink
 from pipeline.sources.base import Source, SourceMonitor
 from pipeline.stage import Stage
@@ -203,10 +204,10 @@ class Runner:
                 if self.stop.is_set():
                     break
         except SourceError as exc:
-            self.report.source_errors[camera] = str(exc)
+            self.report.source_errors[camera] = redact(str(exc))
             log.error(str(exc), extra=fields(camera=camera, stage="source"))
         except Exception as exc:  # a bug in a source must not take the other cameras down
-            self.report.source_errors[camera] = f"{type(exc).__name__}: {exc}"
+            self.report.source_errors[camera] = redact(f"{type(exc).__name__}: {exc}")
             log.exception("source failed", extra=fields(camera=camera, stage="source"))
         finally:
             with self._lock:

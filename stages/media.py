@@ -9,6 +9,7 @@ frame copies beyond the pre-roll buffer.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -92,13 +93,49 @@ def _fit(text: str, width: int, scale: float) -> str:
     return text[:lo] + "..."
 
 
+#: event media are surveillance images: readable by the owner and its group (a viewer, a backup job),
+#: never by everyone; the umask can only make them stricter
+MEDIA_DIR_MODE = 0o750
+MEDIA_FILE_MODE = 0o640
+
+
+def make_media_dirs(folder: Path) -> None:
+    """Create `folder` and each missing parent with MEDIA_DIR_MODE (`mkdir -p` would make the parents
+    0755); folders that already exist are left as they are."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=MEDIA_DIR_MODE)
+        except FileExistsError:
+            if not d.is_dir():  # a file in the way; another camera's thread may have made the folder
+                raise
+
+
+def create_media_file(path: Path) -> int:
+    """Create (or truncate) `path` with MEDIA_FILE_MODE in MEDIA_DIR_MODE folders; returns its descriptor.
+
+    An existing file loses any permission beyond MEDIA_FILE_MODE, so it is never readable by all while
+    it is being written."""
+    make_media_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, MEDIA_FILE_MODE)
+    try:
+        os.fchmod(fd, os.fstat(fd).st_mode & MEDIA_FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 90) -> Path:
-    """Write `image` (BGR) as a JPEG, creating the folder; raises OSError when it cannot."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `image` (BGR) as a JPEG (0640, folders 0750); raises OSError when it cannot."""
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError(f"cannot encode JPEG for {path}")
-    path.write_bytes(data.tobytes())
+    with os.fdopen(create_media_file(path), "wb") as f:
+        f.write(data.tobytes())
     return path
 
 
@@ -115,7 +152,7 @@ class ClipWriter:
     """One mp4 file being written frame by frame; timestamps follow the frames' pts."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, codec: str | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(create_media_file(path))  # FFmpeg then writes into it, keeping its mode (0640)
         self.path = path
         self.frames = 0
         self.last_frame_pts: float | None = None  # source pts of the last frame written

@@ -380,3 +380,120 @@ def test_metrics_token_variable_must_be_set(tmp_path: Path, ped2: Path) -> None:
     assert error_lines(result.stderr) == [
         "vigil: error: http.token_env: environment variable VIGIL_TEST_TOKEN is not set"
     ]
+
+
+# ---- bad input: one line each, no secrets ----------------------------------------------------------
+
+
+def test_mistyped_camera_scheme_is_refused_without_printing_the_password(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path, "cameras:\n  - name: gate\n    url: rstp://admin:${CAM_PW}@127.0.0.1:1/cam\n"
+    )
+    result = vigil("watch", "-c", str(cfg), cwd=tmp_path, env=env_for({"CAM_PW": "hunter2-rstp"}))
+    assert result.returncode == 2, result.stderr
+    assert "hunter2-rstp" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == error_lines(result.stderr)
+    (line,) = error_lines(result.stderr)
+    assert "cfg.yaml:12:10: cameras[0].url: unsupported URL scheme 'rstp'" in line, line
+
+
+@pytest.mark.parametrize("name", ["../../etc", ".."])
+@pytest.mark.parametrize("command", ["replay", "fit"])
+def test_bad_camera_option_is_one_line(tmp_path: Path, ped2: Path, command: str, name: str) -> None:
+    clip = str(ped2 / "train" / "Train001.mp4")
+    cfg = str(write_config(tmp_path))
+    extra = ["--max-frames", "2"] if command == "fit" else []
+    result = vigil(command, clip, "-c", cfg, "--camera", name, *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"vigil: error: --camera: {name!r} is not a camera name: use 1-64 letters, digits, '_', '.' or '-', "
+        "not only dots"
+    ]
+    assert not list(tmp_path.rglob("*.npz")) and not (tmp_path.parent / "etc.npz").exists()
+
+
+# ---- stdout carries the events and nothing else ----------------------------------------------------
+
+
+def banners_on(folder: Path) -> dict[str, str]:
+    """As in a user's shell: ultralytics verbose, and a settings file it has to create (another banner)."""
+    env = {k: v for k, v in env_for().items() if k != "YOLO_VERBOSE"}
+    env["YOLO_CONFIG_DIR"] = str(folder / "ultralytics-settings")
+    return env
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory, ped2: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """A model fitted on 20 frames (enough for Test004's replay to raise events) and its `vigil fit` run."""
+    folder = tmp_path_factory.mktemp("fit")
+    cfg = write_config(folder)
+    model = folder / "cam4.npz"
+    result = vigil(
+        "fit", str(ped2 / "train" / "Train001.mp4"), "--camera", "cam4", "-c", str(cfg),
+        "--max-frames", "20", "--out", str(model), cwd=folder, env=banners_on(folder),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return model, result
+
+
+def test_fit_writes_nothing_to_stdout(fitted: tuple[Path, subprocess.CompletedProcess]) -> None:
+    _, result = fitted
+    assert result.stdout == "", result.stdout[:2000]
+    assert "OpenVINO" in result.stderr  # the banners were printed: on stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "path"), [("replay", "-"), ("replay", "/dev/stdout"), ("watch", "/dev/stdout")]
+)
+def test_stdout_is_json_lines_only(
+    tmp_path: Path, ped2: Path, fitted: tuple[Path, subprocess.CompletedProcess], command: str, path: str
+) -> None:
+    """OpenVINO's "Loading ... for OpenVINO inference..." and ultralytics' banners must not reach a
+    stdout that carries the events, whichever name the JSONL sink gives it."""
+    model, _ = fitted
+    clip = ped2 / "test" / "Test004.mp4"
+    camera = f"  - {{name: cam4, url: {clip}, analysis_fps: 5, model: {model}}}\n"
+    cfg = write_config(tmp_path, "cameras:\n" + camera)
+    cfg.write_text(cfg.read_text().replace("path: '-'", f"path: '{path}'"))
+    args = ("replay", str(clip), "--camera", "cam4") if command == "replay" else ("watch",)
+    result = vigil(*args, "-c", str(cfg), cwd=tmp_path, env=banners_on(tmp_path))
+    assert result.returncode == 0, result.stderr
+    events = []
+    for line in result.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"stdout line is not JSON: {line!r}")
+    assert "OpenVINO" in result.stderr  # the banners were printed: on stderr
+    assert events and len(events) == summary_events(result.stderr)
+    assert store_consistent(tmp_path / "events.db") == events
+
+
+def test_eval_stdout_is_its_tables_only(tmp_path: Path, ped2: Path) -> None:
+    cfg = write_config(tmp_path)
+    result = vigil(
+        "eval", "--data", str(ped2), "-c", str(cfg), "--clips", "Test004", "--train-clips", "Train001",
+        "--max-frames", "10", "--no-plot", "--out", str(tmp_path / "eval"), cwd=tmp_path,
+        env=banners_on(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stdout.splitlines() if "OpenVINO" in line or "Ultralytics" in line]
+    assert result.stdout.splitlines()[0].startswith("variant"), result.stdout[:2000]
+    assert "OpenVINO" in result.stderr
+
+
+# ---- validate-config ---------------------------------------------------------------------------------
+
+
+def test_validate_config_takes_the_file_as_an_argument(tmp_path: Path) -> None:
+    result = vigil("validate-config", "config.yaml", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "config.yaml: OK (1 camera)"
+    bad = write_config(tmp_path, "cameras:\n  - name: a\n    url: x.mp4\n    nmae: b\n")
+    result = vigil("validate-config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "cfg.yaml:13:5: cameras[0].nmae: unknown key" in result.stderr
+    both = vigil("validate-config", "config.yaml", "-c", "other.yaml", cwd=REPO)
+    assert both.returncode == 2
+    assert error_lines(both.stderr) == [
+        "vigil: error: two config files given (config.yaml and -c other.yaml): give one"
+    ]

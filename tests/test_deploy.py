@@ -35,6 +35,8 @@ K8S_DOCS = [
     if doc
 ]
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "vigil.json"
+HTTP_TOKEN_ENV = "VIGIL_HTTP_TOKEN"  # http.token_env of every deploy config
+COMPOSE_TOKEN_SECRET = "vigil_http_token"
 
 
 def _compose() -> dict:
@@ -98,6 +100,10 @@ def test_k8s_statefulset_wiring() -> None:
     }
     secret = docs[("Secret", "vigil-secrets")]
     assert "CAM_PASSWORD" in secret_keys and secret_keys <= set(secret["stringData"])
+    # the metrics token: required (not optional), under the name the ConfigMap's http.token_env gives
+    (token,) = [e for e in container["env"] if e["name"] == HTTP_TOKEN_ENV]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "vigil-secrets"
+    assert not token["valueFrom"]["secretKeyRef"].get("optional", False)
     claims = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert "data" in claims and mounts["data"] == "/var/lib/vigil"
@@ -126,13 +132,15 @@ def _k8s_config_text() -> str:
     ],
 )
 def test_deploy_configs_load(name: str, text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each config loads with the real loader; metrics listen on all interfaces; state is on the volume."""
+    """Each config loads with the real loader; metrics listen on all interfaces behind a token read from
+    a secret; state is on the volume."""
     monkeypatch.setenv("CAM_PASSWORD", "s3cret-pw")
     path = tmp_path / "config.yaml"
     path.write_text(text)
     config = load_config(path)
     assert isinstance(config, VigilConfig)
     assert config.http.host == "0.0.0.0" and config.http.port == 9108
+    assert config.http.token_env == HTTP_TOKEN_ENV and not config.http.allow_unauthenticated
     assert str(config.sinks.sqlite.path).startswith("/var/lib/vigil/")
     assert str(config.events.media_dir).startswith("/var/lib/vigil/")
     for model in (config.detector.model, config.pose.model, config.appearance.model):
@@ -161,6 +169,15 @@ def test_compose_services_are_wired() -> None:
                 assert source in declared_volumes, f"{name}: volume {source} not declared"
     vigil = services["vigil"]
     assert "./config.compose.yaml:/etc/vigil/config.yaml:ro" in vigil["volumes"]
+    # the metrics token is a compose secret, read into http.token_env's variable as Vigil starts, and
+    # given to Prometheus, which scrapes with it
+    secret = f"/run/secrets/{COMPOSE_TOKEN_SECRET}"
+    assert COMPOSE_TOKEN_SECRET in compose["secrets"] and "file" in compose["secrets"][COMPOSE_TOKEN_SECRET]
+    for name in ("vigil", "prometheus"):
+        assert COMPOSE_TOKEN_SECRET in services[name]["secrets"], name
+    start = " ".join(vigil["entrypoint"])
+    assert f'{HTTP_TOKEN_ENV}="$$(cat {secret})"' in start and 'exec vigil "$$@"' in start
+    assert HTTP_TOKEN_ENV not in vigil.get("environment", {}), "from the secret, not from the compose file"
     assert any("/healthz" in part for part in vigil["healthcheck"]["test"])
     assert "9108:9108" in vigil["ports"]
     assert vigil["depends_on"]["camsim"]["condition"] == "service_healthy"
@@ -237,6 +254,10 @@ def test_prometheus_scrapes_vigil() -> None:
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
     vigil = jobs["vigil"]
     assert vigil["metrics_path"] == "/metrics"
+    assert vigil["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": f"/run/secrets/{COMPOSE_TOKEN_SECRET}",
+    }
     targets = [t for sc in vigil["static_configs"] for t in sc["targets"]]
     config = VigilConfig.model_validate(yaml.safe_load((DEPLOY / "config.compose.yaml").read_text()))
     assert targets == [f"vigil:{config.http.port}"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -162,3 +165,38 @@ def test_snapshot_cuts_long_reasons(frames: list[Frame]) -> None:
     text = _fit(f"1. [1.5] {long.sentence}", 360 - 8, 0.35)
     assert text.endswith("...") and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] <= 352
     assert _fit("short ± text", 352, 0.35) == "short ? text"
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual default umask, under which files are 0644 and folders 0755 unless asked otherwise."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_snapshots_and_clips_are_not_world_readable(frames: list[Frame], tmp_path: Path) -> None:
+    """Surveillance images: files 0640 in folders 0750 (each folder Vigil creates, not only the last)."""
+    media = tmp_path / "media"
+    snapshot = write_jpeg(media / "cam0" / "e1.jpg", frames[0].image)
+    clips = CameraClips("cam1", pre_s=0.5, post_s=0.2)
+    clips.push(frames[0])
+    clip = clips.start("e2", media / "cam1" / "e2.mp4")
+    for f in frames[1:5]:
+        clips.push(f)
+    clips.finish("e2", frames[4].pts)
+    clips.close_all()
+    for path in (snapshot, clip):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+    for folder in (media, media / "cam0", media / "cam1"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_rewritten_snapshot_loses_world_read(frames: list[Frame], tmp_path: Path) -> None:
+    old = tmp_path / "e.jpg"
+    old.write_bytes(b"old")
+    old.chmod(0o644)
+    write_jpeg(old, frames[0].image)
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640

@@ -217,6 +217,28 @@ def test_bad_model_files_raise_model_error(model: NormalityModel, tmp_path: Path
     assert "\n" not in str(err.value) and str(bad) in str(err.value)
 
 
+@pytest.mark.parametrize("content", ["random", "empty", "npy", "zip-head"])
+def test_unreadable_model_file_says_what_is_wrong_and_how_to_redo_it(tmp_path: Path, content: str) -> None:
+    """Not numpy's "contains pickled (object) data ... allow_pickle=": it is not pickled, and that hint
+    points operators at unsafe loading."""
+    bad = tmp_path / "cam.npz"
+    if content == "random":
+        bad.write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif content == "empty":
+        bad.write_bytes(b"")
+    elif content == "npy":
+        np.save(tmp_path / "array.npy", np.zeros(3))
+        (tmp_path / "array.npy").rename(bad)
+    else:
+        bad.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(ModelError) as err:
+        NormalityModel.load(bad)
+    message = str(err.value)
+    assert "pickle" not in message.lower() and "allow_pickle" not in message, message
+    assert message.startswith(f"normality model {bad}: ") and "\n" not in message, message
+    assert "vigil fit" in message, message
+
+
 def test_model_file_holds_no_pickles(model: NormalityModel, tmp_path: Path) -> None:
     path = model.save(tmp_path / "m.npz")
     with zipfile.ZipFile(path) as z:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -473,6 +473,14 @@ def _replay_info(rr: ReplayResult, cameras: int, cached: bool) -> dict[str, obje
 
 
 def run(args: argparse.Namespace) -> int:
+    """Library banners go to stderr while it runs; stdout carries the result tables only."""
+    from pipeline.cli import stdout_for_events_only
+
+    with stdout_for_events_only(True) as stdout:
+        return _run(args, stdout or sys.stdout)
+
+
+def _run(args: argparse.Namespace, stdout: TextIO) -> int:
     only, ablate = _names(args.attributes), _names(args.ablate)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError("--max-frames must be >= 1")
@@ -516,7 +524,7 @@ def run(args: argparse.Namespace) -> int:
     model, result["fit"] = _fit(args, config, train, cache, out)
 
     if args.ablate_each:
-        return ablate_each(args, base, out, data, test, model, records, result)
+        return ablate_each(args, base, out, data, test, model, records, result, stdout)
 
     if cached:
         rr = replay_cached(config, model, records)
@@ -543,8 +551,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(result), file=sys.stdout)
-    print(diagnostics_table(result), file=sys.stdout)
+    print(table(result), file=stdout)
+    print(diagnostics_table(result), file=stdout)
     print(f"vigil: eval written to {out}", file=sys.stderr)
     return 0
 
@@ -607,6 +615,7 @@ def ablate_each(
     model: NormalityModel,
     records: Sequence[ClipRecord],
     result: dict[str, object],
+    stdout: TextIO | None = None,
 ) -> int:
     """Every ablation variant scored over the same cached perception and the same fitted model."""
     gts = {c.name: data.masks(c.name) for c in test}
@@ -629,7 +638,7 @@ def ablate_each(
     result["ablation_s"] = round(time.monotonic() - t0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(ablation_table(rows), file=sys.stdout)
+    print(ablation_table(rows), file=stdout or sys.stdout)
     print(f"vigil: ablation written to {path}", file=sys.stderr)
     return 0
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from pipeline.config import VigilConfig, perception_differences, perception_settings
+from pipeline.config import VigilConfig, camera_name_problem, perception_differences, perception_settings
 from pipeline.errors import ConfigError, SourceError
 from pipeline.packets import Frame
 from pipeline.sources.base import Source, SourceMonitor
@@ -197,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames: expected >= 1, got {args.max_frames}")
+    if problem := camera_name_problem(args.camera):  # the model file is <models_dir>/<camera>.npz
+        raise ConfigError(f"--camera: {problem}")
     from pipeline.cli import stdout_for_events_only
 
     with stdout_for_events_only(True):  # library banners to stderr: fit writes nothing to stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -11,6 +12,17 @@ from typing import TextIO
 
 from pipeline.packets import Event
 from pipeline.sinks.base import EventSink
+
+
+def names_stdout(path: str | Path) -> bool:
+    """Whether `path` is this process's stdout: "-", or a name for the same file (/dev/stdout,
+    /proc/self/fd/1, the file stdout is redirected to). Ask before fd 1 is redirected."""
+    if str(path) == "-":
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(1))
+    except (OSError, ValueError):  # no such file, or no stdout at all
+        return False
 
 
 class JsonlSink(EventSink):

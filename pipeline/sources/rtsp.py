@@ -11,7 +11,6 @@ while frames flow.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -22,6 +21,7 @@ import av.error
 
 from pipeline.config import SourceConfig
 from pipeline.packets import Frame
+from pipeline.redaction import redact
 from pipeline.sources.base import Source, SourceMonitor
 from pipeline.sources.decode import (
     DEFAULT_FPS,
@@ -32,17 +32,10 @@ from pipeline.sources.decode import (
     to_bgr,
 )
 
-_CREDENTIALS = re.compile(r"(?P<head>rtsps?://[^:@/\s]*):[^/\s]*@", re.IGNORECASE)
-
 # What a network camera can throw at us; all of them mean "disconnect, then try again".
 # (av.error.ConnectionRefusedError, HTTPNotFoundError, TimeoutError, ExitError, InvalidDataError
 # are FFmpegError subclasses; plain socket errors are OSError.)
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (av.error.FFmpegError, OSError)
-
-
-def redact_url(text: str) -> str:
-    """Replace the password of every rtsp://user:password@host in `text` with ***."""
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
 
 
 def describe_error(exc: BaseException, read_timeout_s: float) -> str:
@@ -51,8 +44,8 @@ def describe_error(exc: BaseException, read_timeout_s: float) -> str:
         return f"timed out: no data for {read_timeout_s:g} s"
     strerror = getattr(exc, "strerror", None)  # FFmpegError and OSError: the message without errno/URL
     if isinstance(exc, av.error.FFmpegError | OSError) and strerror:
-        return redact_url(f"{type(exc).__name__}: {strerror}")
-    return redact_url(f"{type(exc).__name__}: {exc}")
+        return redact(f"{type(exc).__name__}: {strerror}")
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 class Backoff:
@@ -94,7 +87,7 @@ class RtspSource(Source):
 
     @property
     def url_for_log(self) -> str:
-        return redact_url(self.url)
+        return redact(self.url)
 
     def av_options(self) -> dict[str, str]:
         # `timeout` is the socket I/O timeout in microseconds (`stimeout` is ignored by PyAV 18 and

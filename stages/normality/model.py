@@ -180,17 +180,13 @@ class NormalityModel:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"normality model {path}: file not found (run `vigil fit` for this camera)")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ModelError(f"normality model {path}: not a readable npz file ({exc})") from exc
+        arrays = _read_npz(path)
         try:
             meta = json.loads(str(arrays["meta"]))
         except (KeyError, ValueError) as exc:
-            raise ModelError(f"normality model {path}: missing or corrupt header") from exc
+            raise ModelError(f"normality model {path}: missing or corrupt header; {RECREATE}") from exc
         if meta.get("format") != FORMAT:
-            raise ModelError(f"normality model {path}: not a Vigil normality model")
+            raise ModelError(f"normality model {path}: not a Vigil normality model; {RECREATE}")
         if meta.get("version") != VERSION:
             raise ModelError(
                 f"normality model {path}: format version {meta.get('version')}, this Vigil reads {VERSION}; "
@@ -226,5 +222,36 @@ class NormalityModel:
             )
         except KeyError as exc:
             raise ModelError(
-                f"normality model {path}: missing entry {exc.args[0]!r} (corrupt or incompatible)"
+                f"normality model {path}: missing entry {exc.args[0]!r} (corrupt or incompatible); {RECREATE}"
             ) from exc
+
+
+#: how an operator gets a good model file back
+RECREATE = "re-create it with `vigil fit --camera NAME FOOTAGE...`"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a model file, or a ModelError saying what is wrong with it.
+
+    The file must be an npz (zip) archive of plain arrays. Anything else is refused before numpy sees
+    it: `np.load` takes other files for pickles and suggests `allow_pickle=`, which a model file never
+    needs and an operator must not be pointed at.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise ModelError(f"normality model {path}: cannot read it: {exc.strerror or exc}") from exc
+    if head != _ZIP_MAGIC:
+        what = "the file is empty" if not head else "the file is not an npz archive (damaged or another kind)"
+        raise ModelError(f"normality model {path}: {what}; {RECREATE}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelError(f"normality model {path}: damaged npz archive ({exc}); {RECREATE}") from exc
+    except ValueError as exc:  # object arrays (pickles) or a damaged entry: never loaded
+        raise ModelError(
+            f"normality model {path}: holds entries that are not plain arrays; {RECREATE}"
+        ) from exc
