@@ -367,7 +367,7 @@ class ScoringConfig(Section):
     )
     warmup_s: float = Field(300.0, ge=0, description="online learning period for a camera with no model")
     crossval_folds: int = Field(
-        4,
+        3,
         ge=0,
         le=50,
         description="folds of whole normal clips for the false-alert estimate `vigil fit` measures "
