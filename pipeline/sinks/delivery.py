@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipeline.backoff import Backoff
 from pipeline.config import DeliveryConfig, SinksConfig, VigilConfig
 from pipeline.errors import ConfigError, VigilError
 from pipeline.logs import fields
@@ -60,24 +61,6 @@ class Transport(ABC):
 
     def close(self) -> None:
         """Release connections (called once, from the worker thread, when it stops)."""
-
-
-class Backoff:
-    """Capped exponential backoff: initial, 2x initial, ... up to `max_s`; reset after a success."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        if initial_s <= 0 or max_s < initial_s:
-            raise ValueError(f"backoff: need 0 < initial ({initial_s}) <= max ({max_s})")
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return min(self.max_s, self.initial_s * 2 ** min(self.failures - 1, 30))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class OutboxDepth:
