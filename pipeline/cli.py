@@ -122,6 +122,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     """Sources + stages + sinks + metrics server, run until the sources end or a signal arrives."""
     from pipeline.http import HealthProbe, MetricsServer
     from pipeline.sinks.delivery import Delivery
+    from pipeline.sinks.factory import make_delivery, make_sinks
     from pipeline.sources.factory import make_source
 
     stop = threading.Event()
@@ -141,7 +142,7 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
                 )
                 server.start(stop)
             sinks = make_sinks(config, events_stream)
-            delivery = Delivery.from_config(config, [c.name for c in cameras], metrics)
+            delivery = make_delivery(config, [c.name for c in cameras], metrics)
             if delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
                 delivery.start()
             sources = [make_source(camera, config.source) for camera in cameras]
@@ -176,20 +177,6 @@ def run_pipeline(config: VigilConfig, cameras: list[CameraConfig], live: bool, r
     for camera, message in report.source_errors.items():
         print(f"vigil: error: camera {camera}: {redact(message, secrets_of(config))}", file=sys.stderr)
     return EXIT_SOURCE_FAILED if report.source_errors else EXIT_OK
-
-
-def make_sinks(config: VigilConfig, stdout: TextIO | None = None) -> list[EventSink]:
-    """The configured local sinks; `stdout` is where JSONL path "-" writes (default sys.stdout)."""
-    from pipeline.sinks.delivery import outbox_sink_names
-    from pipeline.sinks.jsonl import JsonlSink
-    from pipeline.sinks.sqlite import SqliteEventStore
-
-    sinks: list[EventSink] = []
-    if config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path, stream=stdout))
-    if config.sinks.sqlite.enabled:
-        sinks.append(SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks)))
-    return sinks
 
 
 def load_models(config: VigilConfig, cameras: Sequence[CameraConfig]) -> dict[str, NormalityModel]:
