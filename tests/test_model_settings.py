@@ -7,12 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from synthetic import normal_footage
 
 from pipeline.cli import load_models
 from pipeline.commands.fit import stale_settings
 from pipeline.config import CameraConfig, ScoringConfig, VigilConfig, perception_settings
 from stages.normality import NormalityModel, fit_normality
-from stages.normality.synthetic import normal_footage
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import Walker, frame_sample, normal_clip, normal_footage
 
 from pipeline.config import (
     AppearanceConfig,
@@ -25,7 +26,6 @@ from stages.normality.calibration import TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.fit import split_holdout
 from stages.normality.memory import MemoryBank, coreset
-from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
 from stages.score import Scorer
 from tests.conftest import DETECTOR, POSE
 
