@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.commands.eval import ClipTrace, LimitedSource, judged_attributes, result_name
+from pipeline.commands.eval import ClipTrace, judged_attributes, result_name
 from pipeline.errors import ConfigError, PacketError, SourceError
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
@@ -210,6 +210,7 @@ def test_trace_fills_missing_frames_causally() -> None:
 def test_limited_source_stops_after_n_frames(ped2: Path) -> None:
     from pipeline.harness import run_stages
     from pipeline.sources.file import FileSource
+    from pipeline.sources.limited import LimitedSource
 
     source = LimitedSource(FileSource("Test002", ped2 / "test" / "Test002.mp4"), 7)
     _, report = run_stages([], [source])

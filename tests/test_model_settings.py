@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from synthetic import normal_footage
 
-from pipeline.cli import load_models
-from pipeline.commands.fit import stale_settings
+from pipeline.assembly import load_models, stale_settings
 from pipeline.config import CameraConfig, ScoringConfig, VigilConfig, perception_settings
 from stages.normality import NormalityModel, fit_normality
 

@@ -268,7 +268,7 @@ def test_fit_is_reproducible() -> None:
 
 @pytest.mark.slow
 def test_fit_on_real_ped2_clips(ped2: Path, tmp_path: Path) -> None:
-    from pipeline.commands.fit import collect_samples
+    from pipeline.fitting import collect_samples
 
     config = VigilConfig(
         detector=DetectorConfig(model=str(DETECTOR)),
@@ -324,8 +324,8 @@ def test_vigil_fit_command(ped2: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_fit_footage_paths(ped2: Path, tmp_path: Path) -> None:
-    from pipeline.commands.fit import video_files
     from pipeline.errors import SourceError
+    from pipeline.fitting import video_files
 
     files = video_files([ped2 / "train", ped2 / "test" / "Test001.mp4"])
     assert len(files) == 17 and files[0].name == "Train001.mp4" and files[-1].name == "Test001.mp4"

@@ -21,9 +21,8 @@ import logging
 import platform
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline import assembly
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.evaluation.cache import (
@@ -51,12 +51,14 @@ from pipeline.evaluation.metrics import (
     smooth_centred,
 )
 from pipeline.evaluation.ped2 import Ped2, Ped2Clip
+from pipeline.fitting import collect_samples, footage_names
 from pipeline.logs import fields
-from pipeline.metrics import Metrics
-from pipeline.packets import Event, Frame, FramePacket, Scores
-from pipeline.runner import Runner, RunnerOptions, RunReport
+from pipeline.packets import Event, FramePacket, Scores
+from pipeline.runner import RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
-from pipeline.sources.base import Source, SourceMonitor
+from pipeline.sources.base import Source
+from pipeline.sources.file import FileSource
+from pipeline.sources.limited import LimitedSource
 from pipeline.stage import Stage
 
 if TYPE_CHECKING:
@@ -153,32 +155,7 @@ def judged_attributes(attributes: Sequence[str] | None, ablate: Sequence[str] | 
 # ---- sources and collection ----------------------------------------------------------------------
 
 
-class LimitedSource(Source):
-    """The first `max_frames` frames of another finite source (all of them when None)."""
-
-    live = False
-
-    def __init__(self, inner: Source, max_frames: int | None) -> None:
-        self.inner = inner
-        self.camera = inner.camera
-        self.max_frames = max_frames
-
-    def frames(self, stop: threading.Event, monitor: SourceMonitor) -> Iterator[Frame]:
-        frames = self.inner.frames(stop, monitor)
-        try:
-            for i, frame in enumerate(frames):
-                if self.max_frames is not None and i >= self.max_frames:
-                    return
-                yield frame
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-
-
 def clip_sources(clips: Sequence[Ped2Clip], max_frames: int | None) -> list[Source]:
-    from pipeline.sources.file import FileSource
-
     return [LimitedSource(FileSource(c.name, c.path), max_frames) for c in clips]
 
 
@@ -248,29 +225,6 @@ def top_attribute(scores: Scores) -> str:
 # ---- graph ---------------------------------------------------------------------------------------
 
 
-def full_stages(config: VigilConfig, models: dict[str, NormalityModel]) -> list[Stage]:
-    """The whole streaming graph: `stages.factory` when it exists, else fit's perception + scoring."""
-    try:
-        from stages.factory import build_stages
-    except ModuleNotFoundError as exc:
-        if exc.name != "stages.factory":
-            raise
-    else:
-        return list(build_stages(config, models))
-    from pipeline.commands.fit import perception_stages
-    from stages.events import EventStage
-    from stages.explain import ExplainStage
-    from stages.score import ScoreStage
-
-    log.warning("stages.factory not found: eval builds the graph itself", extra=fields(stage="eval"))
-    return [
-        *perception_stages(config),
-        ScoreStage(models, config.scoring),
-        ExplainStage(models, config.scoring),
-        EventStage(config.events),
-    ]
-
-
 class EventLog(EventSink):
     """Keeps every event message of the replay (including those sent at end of stream)."""
 
@@ -296,18 +250,8 @@ def replay(
     on_packet: Callable[[FramePacket], None],
     sinks: Sequence[EventSink] = (),
 ) -> RunReport:
-    from pipeline.graph import build_graph
-
-    runner = Runner(
-        build_graph(stages),
-        sources,
-        Metrics(),
-        threading.Event(),
-        sinks=sinks,
-        options=RunnerOptions(live=False, realtime=False, drain_timeout_s=DRAIN_TIMEOUT_S),
-        on_packet=on_packet,
-    )
-    return runner.run()
+    options = RunnerOptions(live=False, realtime=False, drain_timeout_s=DRAIN_TIMEOUT_S)
+    return assembly.replay(stages, sources, options, sinks=sinks, on_packet=on_packet)
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -360,10 +304,10 @@ def _eval_config(config: VigilConfig, judged: list[str] | None, out: Path, cache
 def train_sources(train: Sequence[Ped2Clip]) -> dict[str, str]:
     """Source (camera) name `collect_samples` gives each training file -> clip name.
 
-    Same formula as `pipeline.commands.fit.collect_samples`, so cached samples fit the same model
-    (the held-out split depends on these names).
+    The names `collect_samples` gives, so cached samples fit the same model (the held-out split
+    depends on these names).
     """
-    return {f"{i:03d}_{c.path.stem}"[:64]: c.name for i, c in enumerate(train)}
+    return dict(zip(footage_names([c.path for c in train]), (c.name for c in train), strict=True))
 
 
 def _fit(
@@ -386,8 +330,6 @@ def _fit(
         assert cache is not None
         samples = cache.load_samples(names, CAMERA)
     else:
-        from pipeline.commands.fit import collect_samples
-
         samples = collect_samples(config, CAMERA, [c.path for c in train], args.max_frames)
         if cache is not None:
             cache.save_samples(names, samples)
@@ -435,7 +377,9 @@ def replay_streaming(
         if recorder is not None:
             recorder(packet)
 
-    report = replay(full_stages(config, {"*": model}), clip_sources(test, max_frames), on_packet, [events])
+    report = replay(
+        assembly.analysis_stages(config, {"*": model}), clip_sources(test, max_frames), on_packet, [events]
+    )
     _check(report)
     if cache is not None and recorder is not None:
         for clip in test:
@@ -446,10 +390,12 @@ def replay_streaming(
 def replay_cached(config: VigilConfig, model: NormalityModel, records: Sequence[ClipRecord]) -> ReplayResult:
     """Scoring only, through the real runner: cached perception -> score -> explain -> events."""
     from stages.cached_perception import CachedPerceptionStage
-    from stages.factory import scoring_stages
 
     collector, events = TraceCollector(), EventLog()
-    stages = [CachedPerceptionStage({r.camera: r for r in records}), *scoring_stages(config, {"*": model})]
+    stages = [
+        CachedPerceptionStage({r.camera: r for r in records}),
+        *assembly.scoring_stages(config, {"*": model}),
+    ]
     report = replay(stages, [CachedSource(r) for r in records], collector, [events])
     _check(report)
     # what the streaming run decoded (frames_decoded cuts the labels to the analysed frames)
