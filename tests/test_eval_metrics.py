@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.commands.eval import ClipTrace, judged_attributes, result_name
 from pipeline.errors import ConfigError, PacketError, SourceError
+from pipeline.evaluation.benchmark import judged_attributes, result_name
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     box_iou,
@@ -21,6 +21,7 @@ from pipeline.evaluation.metrics import (
     smooth_centred,
 )
 from pipeline.evaluation.ped2 import Ped2
+from pipeline.evaluation.trace import ClipTrace
 
 A = np.array
 
