@@ -104,8 +104,7 @@ def entry() -> None:
 
     By the time `main` returns the runner has joined its threads, the sinks are closed and the
     delivery workers flushed; what remains is the interpreter finalising native libraries, which for
-    OpenVINO takes 3-5 s (measured: a script that loads the INT8 detector exits 3.7 s sooner this way).
-    A service manager waiting on SIGTERM should not wait for that.
+    OpenVINO takes seconds. A service manager waiting on SIGTERM should not wait for that.
     """
     code = main()
     logging.shutdown()
