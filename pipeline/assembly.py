@@ -6,6 +6,9 @@ stage list (`stages.factory`), runner options and the runner. `run` wires all ca
 or replay; `camera_runner` builds one camera's pipeline alone; `perception_stages` is the graph
 `vigil fit` runs and `replay` the finite, lossless run that fit and eval use. Commands call this
 module and never build these things themselves.
+
+`stages` is imported where a graph is built, not at the top: `vigil validate-config` and the
+runtime core stay free of torch and ultralytics.
 """
 
 from __future__ import annotations
