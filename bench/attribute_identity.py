@@ -28,8 +28,10 @@ from stages.explain import Explainer
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.features import TrackMemory
 from stages.normality.judge import raw_scores
-from stages.normality.synthetic import Walker, frame_sample, normal_footage
 from stages.score import Scorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic walkway
+from synthetic import Walker, frame_sample, normal_footage
 
 
 def scenarios() -> dict[str, tuple[list[Walker], list[tuple[int, str, int]] | None]]:

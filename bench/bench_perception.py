@@ -37,13 +37,13 @@ import yaml
 
 from bench.clips import make_640x360
 from bench.naive import naive_loop
-from pipeline.cli import make_sinks
 from pipeline.config import VigilConfig
 from pipeline.graph import build_graph
 from pipeline.harness import FramesSource
 from pipeline.metrics import Metrics
 from pipeline.packets import Frame
 from pipeline.runner import Runner, RunnerOptions
+from pipeline.sinks.factory import make_sinks
 from pipeline.sources.file import FileSource
 from stages.factory import build_stages, perception_stages
 from stages.normality import NormalityModel

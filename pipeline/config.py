@@ -281,7 +281,8 @@ class ModelsConfig(Section):
 
 
 class FlowConfig(Section):
-    enabled: bool = True
+    """Dense optical flow; always on: attributes (speed, direction, motion, moving regions) read it."""
+
     method: Literal["dis", "raft"] = "dis"
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
     scale: float = Field(1.0, gt=0, le=1, description="compute flow on the frame scaled by this")
@@ -465,7 +466,11 @@ class VigilConfig(Section):
 #: config sections whose settings shape what perception measures: what a normality model was learnt on
 PERCEPTION_SECTIONS = ("detector", "pose", "appearance", "flow", "attributes", "scene_graph")
 #: fields that change how perception runs, not what it measures
-_RUNTIME_FIELDS = frozenset({"device", "format", "inference_threads", "torch_threads", "batch"})
+_RUNTIME_FIELDS = frozenset(
+    {"device", "format", "inference_threads", "torch_threads", "opencv_threads", "batch"}
+)
+#: settings that older models recorded and that no longer exist (flow.enabled: flow always ran)
+_RETIRED_SETTINGS = frozenset({"flow.enabled"})
 
 
 def perception_settings(config: VigilConfig) -> dict[str, Any]:
@@ -496,5 +501,11 @@ def perception_differences(learnt: dict[str, Any], now: dict[str, Any]) -> list[
     return [
         f"{key}: {learnt.get(key, 'unset')} -> {now.get(key, 'unset')}"
         for key in sorted(set(learnt) | set(now))
-        if learnt.get(key) != now.get(key)
+        if learnt.get(key) != now.get(key) and _measures(key)
     ]
+
+
+def _measures(key: str) -> bool:
+    """Whether a recorded "section.field" shapes measurements (older models also recorded runtime
+    fields such as flow.opencv_threads, and the retired flow.enabled)."""
+    return key not in _RETIRED_SETTINGS and key.partition(".")[2] not in _RUNTIME_FIELDS

@@ -17,7 +17,7 @@ model=var/models/ped2.npz
 # changed since): learn it again. One interpreter start for both checks (importing the stack takes seconds).
 if [[ -f $model && -z ${REFIT:-} ]] && ! .venv/bin/python -c "
 import sys
-from pipeline.commands.fit import stale_settings
+from pipeline.assembly import stale_settings
 from pipeline.configfile import load_config
 from pipeline.errors import ModelError
 from stages.normality import NormalityModel

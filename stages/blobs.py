@@ -81,7 +81,7 @@ def _regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]
     """Connected regions (8-connected) of `mask` after a 3x3 opening: (labels, stats, origin).
 
     Both run on the bounding rectangle of the mask's pixels only (a sixth of the grid on the 640x360
-    benchmark: 1.9 -> 0.4 ms per frame), grown by 2 cells for the opening and started on even cells so
+    benchmark), grown by 2 cells for the opening and started on even cells so
     the labeller's 2x2 blocks, and so its label order, are those of the whole grid: the same regions,
     stats and labels as on the whole grid (tested). `labels` covers the rectangle at `origin` (x, y);
     `stats` are in grid cells of the whole grid.

@@ -2,8 +2,8 @@
 
 A nano YOLO runs a few hundred small kernels per forward. Launched op by op from Python, each one
 also gives up and re-takes the GIL, so when the runner's other stage threads are busy in Python the
-network waits for the interpreter far longer than for the GPU (measured on an H200: pose 70 ms per
-frame inside the pipeline, GPU 2-5 % busy). A captured CUDA graph is replayed with one call.
+network waits for the interpreter far longer than for the GPU (on an H200 the GPU sat nearly idle;
+bench/results/README.md). A captured CUDA graph is replayed with one call.
 
 Graphs need fixed shapes: the batch is padded up to the next bucket (1, 2, 4, 8, ... `max_batch`).
 All buckets for one input shape (the crop size) are captured up front, when the stage is built in

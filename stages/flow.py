@@ -42,8 +42,8 @@ def box_flow(flow: FlowField, frame_size: tuple[int, int], box: np.ndarray) -> n
 
 def median(values: np.ndarray) -> np.ndarray:
     """np.median(values, axis=0) of finite values, the same to the bit (the middle one, or the float mean
-    of the middle two) without np.median's general machinery: 36 instead of 108 us for one box's flow
-    vectors. NaN is not looked for (flow has none)."""
+    of the middle two) without np.median's general machinery (a third of its time for one box's flow
+    vectors). NaN is not looked for (flow has none)."""
     n = len(values)
     half = n // 2
     if n % 2:
@@ -136,9 +136,8 @@ def set_opencv_threads(threads: int) -> None:
     """OpenCV's thread pool size (process-wide: it is one pool); 0 leaves it alone.
 
     The runner already runs the stages in parallel, so OpenCV's own workers only compete with them for
-    the same cores. Measured on 2 cores (Test004 at 640x360, per frame): DIS 10.3 -> 7.9 CPU-ms,
-    cartToPolar 2.7 -> 0.4, connected components 2.1 -> 1.8 with one thread instead of two; the results
-    are the same to the bit (tests/test_flow.py).
+    the same cores: one thread costs less CPU per frame (bench/results/README.md) and gives the same
+    results to the bit (tests/test_flow.py).
     """
     if threads > 0 and cv2.getNumThreads() != threads:
         cv2.setNumThreads(threads)

@@ -228,7 +228,7 @@ class CameraClips:
     `close_all` finalises at end of stream or shutdown with whatever post-roll has arrived.
 
     Events that overlap in time on one camera share one file, so a busy scene costs one encoder,
-    not one per event (measured at 1080p on 2 cores: ~48 ms per frame and per encoder). Frames
+    not one per event (an encoder at 1080p costs tens of ms per frame). Frames
     taller than `max_height` are scaled down for the clip (snapshots keep the full frame).
     """
 

@@ -39,8 +39,7 @@ CALIBRATION_CROPS = 300
 def resolve_format(fmt: str, device: str, int8: bool = False) -> Format:
     """'auto' -> PyTorch on CUDA; on the CPU OpenVINO, INT8 when `int8` (calibration footage is given).
 
-    Measured on the 2-core box (bench/bench_detect.py): OpenVINO ~1.8x less CPU than PyTorch per pose
-    crop, ONNX Runtime about the same as OpenVINO, OpenVINO INT8 another ~1.8x.
+    On the CPU OpenVINO costs the least per pose crop, INT8 less still (bench/results/README.md).
     """
     if fmt == "auto":
         return "pytorch" if device.startswith("cuda") else ("openvino_int8" if int8 else "openvino")

@@ -155,7 +155,7 @@ def pose_nms(
 
     The same result as ultralytics' `non_max_suppression` for one class (score > conf, IoU > iou
     suppressed, best first, at most max_det per image), in one batched call instead of a loop per image
-    (measured: 7.5 -> ~1 CPU-ms per Ped2 frame of ~11 crops).
+    (several times cheaper on a frame's crops).
     """
     p = pred.float().transpose(1, 2)  # (B, A, 56)
     image, anchor = (p[..., 4] > conf).nonzero(as_tuple=True)
@@ -207,18 +207,16 @@ class PoseStage(Stage):
     With `still_k_frames` > `every_k_frames`, a person whose box has not moved or changed shape by
     `still_box_change` of its height since its last pose keeps that pose (box-normalised, so it follows
     the box) for up to `still_k_frames` frames: a standing person's pose changes little, a walking
-    person's box moves and is re-estimated as before. Measured on Test004 (`bench_detect --agreement`,
-    vs pose on every frame): every 2nd frame 5.8 crops/frame, keypoints median 0 / p90 1.9 px;
-    still_k 4 at 0.1: 4.5 crops, 0.5 / 2.5 px, about the trade of every 3rd frame (4.2 crops, 0.6 /
-    2.7 px); at 0.05: 5.4 crops, 0.2 / 2.1 px. Ped2's people mostly walk, so it is off by default; it
-    pays where people stand (queues, platforms).
+    person's box moves and is re-estimated as before. Ped2's people mostly walk, so it is off by
+    default; it pays where people stand (queues, platforms).
 
     People whose box is smaller than `min_box_area` pixels get no pose: their keypoints would be
     guesses. COCO, which the pose model is trained and judged on, evaluates keypoints only for
     people of at least 32x32 px (its "medium" and "large"; pycocotools' keypoint evaluation leaves
-    "small" out), so the model's keypoints on smaller people were never measured. On UCSD Ped2
-    (people 25-40 px tall, 99 % of boxes under 870 px^2) yolo11n-pose still reports mean keypoint
-    confidence 0.7, so its confidence cannot be the gate.
+    "small" out), so the model's keypoints on smaller people were never measured; the model stays
+    confident on them all the same, so its confidence cannot be the gate.
+
+    The measurements behind both: bench/results/README.md ("Measurements behind code paths").
     """
 
     name = "pose"

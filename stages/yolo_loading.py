@@ -38,8 +38,7 @@ log = logging.getLogger(__name__)
 
 #: OpenVINO pins each compiled model's threads to cores; with several single-thread models in one
 #: process (detector, pose, appearance; each in its own stage thread) they were pinned to the SAME core
-#: and ran one at a time (measured on 2 cores: two detectors in two threads 138 ms/infer each pinned,
-#: 67-76 ms unpinned). Let the OS schedule them.
+#: and ran one at a time (about twice as slow each). Let the OS schedule them.
 OPENVINO_SHARED_CPU: dict[str, object] = {"ENABLE_CPU_PINNING": False}
 
 _EXPORT_SUFFIXES = (".onnx", ".engine", ".torchscript", ".mlpackage", ".tflite")
@@ -256,9 +255,8 @@ class RectInputs:
 
     One network per input shape, rewritten by `reshape_detect_ir` and compiled on first use (~1 s);
     `predict` letterboxes a frame to its rectangle, runs that network and maps the boxes back as
-    ultralytics' predict does. Measured on this 2-core CPU (INT8 yolo11n, one thread): 640x640 75 ms,
-    640x448 51 ms, 640x384 46 ms per inference (so 640x384 costs 61 % of the square, about its share
-    of the pixels; reshaped to 640x640 the network costs what the export does).
+    ultralytics' predict does. An inference costs about its share of the square's pixels (640x384:
+    ~60 %; figures in bench/results/README.md).
     """
 
     def __init__(
@@ -295,9 +293,9 @@ class RectInputs:
     ) -> np.ndarray:
         """(N, 6) [x1, y1, x2, y2, conf, cls] float32 boxes of one BGR image: ultralytics' predict, step
         by step, without its per-call machinery (argument checks, source loading, Results objects) and
-        with a cheaper conversion to the network's input, 52.5 -> 49.3 CPU-ms per 640x360 frame on this
-        CPU. The same letterbox, input values, NMS and box scaling, so the same boxes to the bit
-        (tests/test_detect.py)."""
+        with a cheaper conversion to the network's input (a few CPU-ms per frame less). The same
+        letterbox, input values, NMS and box scaling, so the same boxes to the bit (tests/test_detect.py).
+        """
         shape = self.shape(*image.shape[:2])
         network = self.network(shape)
         boxed = LetterBox(shape, auto=False, stride=32)(image=image)
@@ -353,12 +351,10 @@ class OpenVINONet:
     With `static_size`, (B, 3, static_size, static_size) inputs (the crops) run in chunks of at most
     `static_batch` through networks compiled for exactly that input shape, one per chunk size,
     compiled on first use or by `prepare`; other inputs run on the export's dynamic-shape network.
-    A dynamic-shape network costs more per call on the CPU (measured on this 2-core CPU, INT8 pose at
-    128 px, one thread: batch 1 7.1 -> 5.3 ms, batch 4 19.2 -> 15.7 ms; the pose stage on the
-    640x360 benchmark ~17 -> ~13 CPU-ms per frame), and the static networks give the same outputs to
-    the bit, whole or chunked (tests/test_model_formats.py). Each compiled network holds ~35 MB (the
-    four of the pose model: +140 MB per process). The appearance backbone (64 px, batches of 5-14)
-    gained nothing from them in the benchmark, so only pose uses them.
+    A dynamic-shape network costs more per call on the CPU, and the static networks give the same
+    outputs to the bit, whole or chunked (tests/test_model_formats.py); each compiled network costs
+    memory, and the appearance backbone (64 px, batches of 5-14) gained nothing from them, so only
+    pose uses them (figures in bench/results/README.md).
     """
 
     format: Format = "openvino"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import Walker, frame_sample, normal_footage
 
 from pipeline.config import ScoringConfig
 from pipeline.errors import ModelError
@@ -16,7 +17,6 @@ from stages.normality.attributes.base import Attribute, FeedbackUnsupported, Inp
 from stages.normality.features import TrackMemory
 from stages.normality.judge import frame_view, raw_scores
 from stages.normality.model import BANKS, QUANTITIES
-from stages.normality.synthetic import Walker, frame_sample, normal_footage
 
 #: the column order of scores and of the model file's held-out arrays: appending is the only change
 FILE_ORDER = (

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from conftest import DETECTOR, POSE
+from synthetic import FPS, Walker, frame_sample, normal_footage
 
 from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.errors import ModelError
 from stages.normality.alert_budget import AlertCurve
 from stages.normality.crossval import cross_validate, folds_of
-from stages.normality.synthetic import FPS, Walker, frame_sample, normal_footage
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_dynamics_trains_on_device_and_moves_to_cpu() -> None:
 @pytest.mark.slow
 def test_full_graph_on_device_through_the_runner(tmp_path: Path) -> None:
     """Fit on a Ped2 training clip with the device, then the whole graph over a test clip, live scoring."""
-    from pipeline.commands.fit import collect_samples
+    from pipeline.fitting import collect_samples
     from stages.factory import build_stages
 
     config = VigilConfig(

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.commands.eval import ClipTrace, clip_diagnostics, top_attribute
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluation.cache import PerceptionCache, perception_key
+from pipeline.evaluation.report import clip_diagnostics
+from pipeline.evaluation.trace import ClipTrace, top_attribute
 from pipeline.packets import Scores
 
 
@@ -69,9 +70,9 @@ def test_diagnostics_count_top_attributes() -> None:
     assert top_attribute(scores) == "speed"  # the top object (2) is judged by speed
     trace = ClipTrace(top_attribute={0: "size", 1: "speed", 2: "", 3: "speed"})
     d = clip_diagnostics(trace, np.array([5.0, 1.0, 3.0, 9.0]), np.array([False, False, False, True]))
-    assert d["top_normal_frames"] == [0, 2, 1]
-    assert d["false_alarm_attributes"] == {"none": 1, "size": 1, "speed": 1}
-    assert d["anomaly_attributes"] == {"speed": 1}
+    assert d.top_normal_frames == [0, 2, 1]
+    assert d.false_alarm_attributes == {"none": 1, "size": 1, "speed": 1}
+    assert d.anomaly_attributes == {"speed": 1}
 
 
 @pytest.mark.slow

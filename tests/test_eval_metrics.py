@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.commands.eval import ClipTrace, LimitedSource, judged_attributes, result_name
 from pipeline.errors import ConfigError, PacketError, SourceError
+from pipeline.evaluation.benchmark import judged_attributes, result_name
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     box_iou,
@@ -22,6 +22,7 @@ from pipeline.evaluation.metrics import (
     smooth_centred,
 )
 from pipeline.evaluation.ped2 import Ped2
+from pipeline.evaluation.trace import ClipTrace
 
 A = np.array
 
@@ -211,6 +212,7 @@ def test_trace_fills_missing_frames_causally() -> None:
 def test_limited_source_stops_after_n_frames(ped2: Path) -> None:
     from pipeline.harness import run_stages
     from pipeline.sources.file import FileSource
+    from pipeline.sources.limited import LimitedSource
 
     source = LimitedSource(FileSource("Test002", ped2 / "test" / "Test002.mp4"), 7)
     _, report = run_stages([], [source])

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import Walker, frame_sample, normal_footage
 
 from pipeline.config import ScoringConfig
 from pipeline.harness import FramesSource, run_stages
 from stages.explain import Explainer, ExplainStage
 from stages.normality import NormalityModel, fit_normality
-from stages.normality.synthetic import Walker, frame_sample, normal_footage
 from stages.score import ANY_CAMERA, Scorer, ScoreStage
 from tests.test_score import ReplayAttributes, frames
 

@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from synthetic import normal_footage
 
-from pipeline.cli import load_models
-from pipeline.commands.fit import stale_settings
+from pipeline.assembly import load_models, stale_settings
 from pipeline.config import CameraConfig, ScoringConfig, VigilConfig, perception_settings
 from stages.normality import NormalityModel, fit_normality
-from stages.normality.synthetic import normal_footage
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +29,7 @@ def model() -> NormalityModel:
         ({"detector": {"imgsz": 960}}, ["detector.imgsz: 640 -> 960"]),
         ({"attributes": {"grid": [4, 4]}}, ["attributes.grid: [6, 8] -> [4, 4]"]),
         ({"detector": {"device": "cuda"}, "pose": {"format": "onnx"}}, []),  # how it runs, not what
+        ({"flow": {"opencv_threads": 4}}, []),  # threads: how it runs, not what
         ({"scoring": {"knn_k": 5}, "events": {"start_score": 4.0}}, []),  # not perception
     ],
 )
@@ -48,6 +48,18 @@ def test_a_model_without_recorded_settings_is_not_stale(model: NormalityModel, t
     old = NormalityModel.load(model.save(tmp_path / "cam.npz"))
     old.perception = {}
     assert stale_settings(old, VigilConfig.model_validate({"pose": {"min_box_area": 0.0}})) == []
+
+
+def test_runtime_and_retired_settings_recorded_by_older_models_are_not_stale(
+    model: NormalityModel, tmp_path: Path
+) -> None:
+    """Models fitted before flow.opencv_threads counted as runtime and flow.enabled was removed."""
+    old = NormalityModel.load(model.save(tmp_path / "cam.npz"))
+    old.perception = {**old.perception, "flow.enabled": True, "flow.opencv_threads": 1}
+    assert stale_settings(old, VigilConfig()) == []
+    assert stale_settings(old, VigilConfig.model_validate({"flow": {"scale": 0.5}})) == [
+        "flow.scale: 1.0 -> 0.5"
+    ]
 
 
 @pytest.mark.parametrize(("min_box_area", "warned"), [(1024.0, False), (0.0, True)])

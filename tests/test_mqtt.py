@@ -30,7 +30,8 @@ from pipeline.config import MqttSinkConfig
 from pipeline.errors import ConfigError
 from pipeline.metrics import Metrics
 from pipeline.packets import Event
-from pipeline.sinks.delivery import DeliveryWorker, build_transports, outbox_sink_names
+from pipeline.sinks.delivery import DeliveryWorker
+from pipeline.sinks.factory import build_transports, outbox_sink_names
 from pipeline.sinks.mqtt import MqttTransport
 from pipeline.sinks.sqlite import SqliteEventStore
 
@@ -331,7 +332,7 @@ def test_missing_password_env_is_a_config_error() -> None:
 
 def test_retries_against_a_dead_broker_do_not_leak_sockets() -> None:
     """Each attempt makes a fresh paho client; a dropped one must release its sockets at once."""
-    from pipeline.sinks.delivery import DeliveryError
+    from pipeline.sinks.base import DeliveryError
     from pipeline.sinks.sqlite import OutboxItem
 
     transport = MqttTransport(settings(_free_port()), ["cam1"])

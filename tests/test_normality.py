@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic import Walker, frame_sample, normal_clip, normal_footage
 
 from pipeline.config import (
     AppearanceConfig,
@@ -25,7 +26,6 @@ from stages.normality.calibration import TailCalibrator
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.fit import split_holdout
 from stages.normality.memory import MemoryBank, coreset
-from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
 from stages.score import Scorer
 from tests.conftest import DETECTOR, POSE
 
@@ -290,7 +290,7 @@ def test_fit_is_reproducible() -> None:
 
 @pytest.mark.slow
 def test_fit_on_real_ped2_clips(ped2: Path, tmp_path: Path) -> None:
-    from pipeline.commands.fit import collect_samples
+    from pipeline.fitting import collect_samples
 
     config = VigilConfig(
         detector=DetectorConfig(model=str(DETECTOR)),
@@ -346,8 +346,8 @@ def test_vigil_fit_command(ped2: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_fit_footage_paths(ped2: Path, tmp_path: Path) -> None:
-    from pipeline.commands.fit import video_files
     from pipeline.errors import SourceError
+    from pipeline.fitting import video_files
 
     files = video_files([ped2 / "train", ped2 / "test" / "Test001.mp4"])
     assert len(files) == 17 and files[0].name == "Train001.mp4" and files[-1].name == "Test001.mp4"

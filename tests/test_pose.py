@@ -141,10 +141,12 @@ def test_torch_threads_set_on_start(estimator: PoseEstimator) -> None:
 
     before = torch.get_num_threads()
     try:
-        PoseStage(estimator, torch_threads=1).on_start()
-        assert torch.get_num_threads() == 1
+        torch.set_num_threads(3)  # neither the default nor the value asked for: the stage must set it
+        PoseStage(estimator, torch_threads=2).on_start()
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(3)
         PoseStage(estimator).on_start()  # 0: left alone
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 

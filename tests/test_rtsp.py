@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rtsp_server import CAMSIM, SYSTEM_PYTHON, LoopbackCamera, free_port
 
+from pipeline.backoff import Backoff
 from pipeline.config import SourceConfig
 from pipeline.graph import build_graph
 from pipeline.http import HealthProbe, MetricsServer
@@ -34,7 +35,7 @@ from pipeline.metrics import Metrics
 from pipeline.packets import FramePacket
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sources.base import Source
-from pipeline.sources.rtsp import Backoff, RtspSource
+from pipeline.sources.rtsp import RtspSource
 
 CLIP = "test/Test001.mp4"
 # Short timeouts and a low backoff cap so a 10 s outage is noticed and recovered from in seconds.
@@ -134,9 +135,9 @@ def assert_rising(packets: list[FramePacket], camera: str) -> list[float]:
 
 def test_backoff_is_capped_exponential_and_resets() -> None:
     backoff = Backoff(0.5, 4.0)
-    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     backoff.reset()
-    assert backoff.next() == 0.5
+    assert backoff.next_delay() == 0.5
 
 
 @pytest.mark.rtsp

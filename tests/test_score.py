@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from synthetic import Walker, frame_sample, normal_clip, normal_footage
 
 from pipeline.config import ScoringConfig
 from pipeline.errors import ConfigError, ModelError
@@ -15,7 +16,6 @@ from pipeline.packets import Frame, FramePacket, SourceEvent
 from pipeline.stage import Stage
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.fit import FrameSample
-from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
 from stages.score import ANY_CAMERA, Scorer, ScoreStage
 
 

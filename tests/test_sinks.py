@@ -191,3 +191,35 @@ def test_closed_store_refuses_writes(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(ValueError, match="closed"):
         store.write([make_event(0)])
+
+
+# ---- factory -------------------------------------------------------------------------------------
+
+
+def test_factory_builds_the_configured_sinks_and_no_delivery_without_network_sinks(tmp_path: Path) -> None:
+    from pipeline.config import VigilConfig
+    from pipeline.metrics import Metrics
+    from pipeline.sinks.factory import make_delivery, make_sinks
+
+    config = VigilConfig.model_validate({"sinks": {"sqlite": {"path": str(tmp_path / "events.db")}}})
+    sinks = make_sinks(config, io.StringIO())
+    try:
+        assert [type(s) for s in sinks] == [JsonlSink, SqliteEventStore]
+        assert sinks[1].outbox_sinks == ()  # type: ignore[attr-defined]
+    finally:
+        for sink in sinks:
+            sink.close()
+    assert make_delivery(config, ["cam"], Metrics()) is None
+
+
+def test_network_sinks_need_the_sqlite_outbox() -> None:
+    from pipeline.config import VigilConfig
+    from pipeline.errors import ConfigError
+    from pipeline.metrics import Metrics
+    from pipeline.sinks.factory import make_delivery
+
+    config = VigilConfig.model_validate(
+        {"sinks": {"sqlite": {"enabled": False}, "webhook": {"enabled": True, "url": "http://127.0.0.1:9/"}}}
+    )
+    with pytest.raises(ConfigError, match=r"sinks.webhook: .* enable sinks.sqlite"):
+        make_delivery(config, ["cam"], Metrics())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import Walker, frame_sample, normal_clip, normal_footage
 
 from pipeline.config import ScoringConfig
 from pipeline.packets import Scores
@@ -14,7 +15,6 @@ from stages.normality.fit import MIN_SUSTAINED_TRACKS
 from stages.normality.grids import Q50
 from stages.normality.model import ATTRIBUTES
 from stages.normality.sustained import SUSTAINED_ATTRIBUTES, SustainedEvidence
-from stages.normality.synthetic import Walker, frame_sample, normal_clip, normal_footage
 from stages.score import Scorer
 
 # ---- the running median --------------------------------------------------------------------------

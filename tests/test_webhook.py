@@ -22,7 +22,8 @@ from pipeline.config import SinksConfig, WebhookSinkConfig
 from pipeline.errors import ConfigError
 from pipeline.metrics import Metrics
 from pipeline.packets import Event
-from pipeline.sinks.delivery import DeliveryWorker, build_transports, outbox_sink_names
+from pipeline.sinks.delivery import DeliveryWorker
+from pipeline.sinks.factory import build_transports, outbox_sink_names
 from pipeline.sinks.sqlite import SqliteEventStore
 from pipeline.sinks.webhook import SIGNATURE_HEADER, WebhookTransport, verify
 

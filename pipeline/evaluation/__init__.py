@@ -1,1 +1,3 @@
-"""Benchmark evaluation: metric functions (`metrics`) and dataset loaders (`ped2`)."""
+"""Benchmark evaluation: `benchmark` runs one (fit, replay, score, write), with `trace` (what a replay
+records), `replay` (streaming or from the perception `cache`), `report` (typed figures, JSON, tables,
+plot) and `ablation`; `metrics` holds the metric functions and `ped2` the dataset loader."""

@@ -8,12 +8,12 @@ recorded on the row (attempts, last error), counted, and the same row is retried
 exponential backoff. Rows left pending when Vigil stops stay in the SQLite file and go out on the
 next start.
 
-Wiring (the CLI): the pipeline's store must queue rows for the enabled network sinks
-(`SqliteEventStore(path, outbox_sinks=outbox_sink_names(config.sinks))`), and `Delivery` runs the
-workers on a store connection of its own, so their lifecycle does not depend on when the runner
+Wiring (pipeline/sinks/factory.py): the pipeline's store must queue rows for the enabled network
+sinks (`SqliteEventStore(path, outbox_sinks=outbox_sink_names(config.sinks))`), and `Delivery` runs
+the workers on a store connection of its own, so their lifecycle does not depend on when the runner
 closes its sinks::
 
-    delivery = Delivery.from_config(config, camera_names, metrics)  # None when no network sink is on
+    delivery = make_delivery(config, camera_names, metrics)  # None when no network sink is on
     delivery.start()
     ...  # run the pipeline
     delivery.close(flush_s=5.0)  # a last chance to send what the drain produced, then stop
@@ -25,59 +25,18 @@ import logging
 import sqlite3
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.config import DeliveryConfig, SinksConfig, VigilConfig
-from pipeline.errors import ConfigError, VigilError
+from pipeline.backoff import Backoff
+from pipeline.config import DeliveryConfig
+from pipeline.errors import VigilError
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
+from pipeline.sinks.base import DeliveryError, Transport
 from pipeline.sinks.sqlite import OutboxItem, SqliteEventStore
 
 log = logging.getLogger("vigil.delivery")
-
-
-class DeliveryError(VigilError):
-    """One event could not be delivered now (target down, refused, timed out); the worker retries it.
-
-    Messages must not contain secrets or URLs with credentials: they are logged and stored in the outbox.
-    """
-
-
-class Transport(ABC):
-    """Sends one event to one network target and returns only once the target acknowledged it."""
-
-    name: str
-
-    @abstractmethod
-    def deliver(self, item: OutboxItem) -> None:
-        """Deliver `item.event`; raise `DeliveryError` when it was not acknowledged."""
-
-    def idle(self, stop: threading.Event, seconds: float) -> None:
-        """Wait up to `seconds` (or until `stop`) with nothing to send; connections may do keepalive here."""
-        stop.wait(seconds)
-
-    def close(self) -> None:
-        """Release connections (called once, from the worker thread, when it stops)."""
-
-
-class Backoff:
-    """Capped exponential backoff: initial, 2x initial, ... up to `max_s`; reset after a success."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        if initial_s <= 0 or max_s < initial_s:
-            raise ValueError(f"backoff: need 0 < initial ({initial_s}) <= max ({max_s})")
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return min(self.max_s, self.initial_s * 2 ** min(self.failures - 1, 30))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class OutboxDepth:
@@ -200,32 +159,6 @@ class DeliveryWorker:
         return True
 
 
-def outbox_sink_names(sinks: SinksConfig) -> list[str]:
-    """The enabled network sinks, i.e. the `outbox_sinks` the SQLite store must queue rows for."""
-    names = []
-    if sinks.mqtt.enabled:
-        names.append("mqtt")
-    if sinks.webhook.enabled:
-        names.append("webhook")
-    return names
-
-
-def build_transports(
-    sinks: SinksConfig, cameras: Sequence[str], env: Mapping[str, str] | None = None
-) -> list[tuple[Transport, DeliveryConfig]]:
-    """The enabled network sinks' transports with their delivery settings (secrets read from `env`)."""
-    out: list[tuple[Transport, DeliveryConfig]] = []
-    if sinks.mqtt.enabled:
-        from pipeline.sinks.mqtt import MqttTransport
-
-        out.append((MqttTransport(sinks.mqtt, cameras, env=env), sinks.mqtt))
-    if sinks.webhook.enabled:
-        from pipeline.sinks.webhook import WebhookTransport
-
-        out.append((WebhookTransport(sinks.webhook, env=env), sinks.webhook))
-    return out
-
-
 class Delivery:
     """The network sinks' workers for one run, on their own connection to the event store."""
 
@@ -233,25 +166,6 @@ class Delivery:
         self.store = store
         self.workers = list(workers)
         self._stop = threading.Event()
-
-    @classmethod
-    def from_config(
-        cls,
-        config: VigilConfig,
-        cameras: Sequence[str],
-        metrics: Metrics,
-        env: Mapping[str, str] | None = None,
-    ) -> Delivery | None:
-        names = outbox_sink_names(config.sinks)
-        if not names:
-            return None
-        if not config.sinks.sqlite.enabled:
-            raise ConfigError(
-                f"sinks.{names[0]}: network sinks deliver from the SQLite outbox: enable sinks.sqlite"
-            )
-        transports = build_transports(config.sinks, cameras, env=env)  # ConfigError before opening anything
-        store = SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=names)
-        return cls(store, [DeliveryWorker(store, t, metrics, s) for t, s in transports])
 
     def start(self) -> None:
         for worker in self.workers:

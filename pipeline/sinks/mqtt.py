@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pipeline.config import MqttSinkConfig
 from pipeline.errors import ConfigError
 from pipeline.logs import fields
-from pipeline.sinks.delivery import DeliveryError, Transport
+from pipeline.sinks.base import DeliveryError, Transport
 from pipeline.sinks.sqlite import OutboxItem
 
 log = logging.getLogger("vigil.mqtt")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from pipeline.config import WebhookSinkConfig
 from pipeline.errors import ConfigError
-from pipeline.sinks.delivery import DeliveryError, Transport
+from pipeline.sinks.base import DeliveryError, Transport
 from pipeline.sinks.sqlite import OutboxItem
 
 SIGNATURE_HEADER = "X-Vigil-Signature"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import av
 import av.error
 
+from pipeline.backoff import Backoff
 from pipeline.config import SourceConfig
 from pipeline.packets import Frame
 from pipeline.redaction import redact
@@ -46,23 +47,6 @@ def describe_error(exc: BaseException, read_timeout_s: float) -> str:
     if isinstance(exc, av.error.FFmpegError | OSError) and strerror:
         return redact(f"{type(exc).__name__}: {strerror}")
     return redact(f"{type(exc).__name__}: {exc}")
-
-
-class Backoff:
-    """Capped exponential delays: initial, 2x, 4x, ... up to maximum; `reset` after a good session."""
-
-    def __init__(self, initial_s: float, maximum_s: float) -> None:
-        self.initial_s = initial_s
-        self.maximum_s = max(initial_s, maximum_s)
-        self._next = initial_s
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2.0, self.maximum_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 @dataclass
@@ -99,7 +83,8 @@ class RtspSource(Source):
         }
 
     def frames(self, stop: threading.Event, monitor: SourceMonitor) -> Iterator[Frame]:
-        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        initial_s = self.config.backoff_initial_s  # a cap below the first delay means: always the first
+        backoff = Backoff(initial_s, max(initial_s, self.config.backoff_max_s))
         state = _Continuity(clock=PtsClock(DEFAULT_FPS))
         attempt = 0
         last_reason: str | None = None
@@ -115,7 +100,7 @@ class RtspSource(Source):
                 monitor.disconnected(reason)
             last_reason = reason
             attempt += 1
-            delay = backoff.next()
+            delay = backoff.next_delay()
             monitor.reconnecting(attempt, delay)
             if stop.wait(delay):
                 return

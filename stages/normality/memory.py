@@ -37,8 +37,8 @@ def torch_threads(n: int) -> Iterator[None]:
     """Run a block with `n` torch intra-op threads, then restore the setting.
 
     Fitting does thousands of tiny ops (coreset steps, MLP steps) in a process where nothing else
-    runs torch at that moment; extra threads only cost wake-ups there (200 ms vs ~5 ms per
-    training step measured on 2 busy cores).
+    runs torch at that moment; extra threads only cost wake-ups there (on busy cores, many times
+    the step itself; bench/results/README.md).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -197,8 +197,8 @@ class MemoryBank:
         (~1e-6 of |q - mean|^2) of it, and then the swapped rows are equally near. The kept rows'
         distances are computed directly in float64, so the result matches the float64 search.
         One BLAS thread: the calls are tiny (a frame's objects x a few thousand rows), and OpenBLAS'
-        threads waiting on cores busy with other stages cost far more than the arithmetic (measured
-        on 2 busy cores, 8 queries x 4000 x 32: 8-16 ms with 2 threads, 0.05-0.1 ms with one).
+        threads waiting on cores busy with other stages cost far more than the arithmetic (two
+        orders of magnitude on 2 busy cores; bench/results/README.md).
         """
         m = min(len(self._bank32), k + CANDIDATE_MARGIN)
         out = np.empty(len(q))

@@ -1,4 +1,4 @@
-"""Hand-built attribute streams of a synthetic walkway, for tests and examples.
+"""Hand-built attribute streams of a synthetic walkway, for the normality, scoring and explain tests.
 
 People walk left or right along the middle rows of the image at about 1 body-height/s with
 swinging legs and a box that widens and narrows with each stride; `Walker` describes one object

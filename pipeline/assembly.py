@@ -1,0 +1,229 @@
+"""The composition root: everything a run needs, built from a `VigilConfig` in one place.
+
+Metrics and its HTTP server, sinks and network delivery (`sinks.factory`), sources
+(`sources.factory`), normality models (loaded and checked against the perception settings), the
+stage list (`stages.factory`), runner options and the runner. `run` wires all cameras of a watch
+or replay; `camera_runner` builds one camera's pipeline alone; `perception_stages` is the graph
+`vigil fit` runs and `replay` the finite, lossless run that fit and eval use. Commands call this
+module and never build these things themselves.
+
+`stages` is imported where a graph is built, not at the top: `vigil validate-config` and the
+runtime core stay free of torch and ultralytics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from pipeline.config import CameraConfig, VigilConfig, perception_differences, perception_settings
+from pipeline.errors import ConfigError
+from pipeline.graph import build_graph
+from pipeline.http import HealthProbe, MetricsServer
+from pipeline.logs import fields
+from pipeline.metrics import Metrics
+from pipeline.packets import FramePacket
+from pipeline.runner import Runner, RunnerOptions, RunReport
+from pipeline.sinks.base import EventSink
+from pipeline.sinks.delivery import Delivery
+from pipeline.sinks.factory import make_delivery, make_sinks
+from pipeline.sinks.jsonl import names_stdout
+from pipeline.sources.base import Source
+from pipeline.sources.factory import make_source
+from pipeline.stage import Stage
+from pipeline.terminal import stdout_for_events_only, stop_on_signals
+
+if TYPE_CHECKING:
+    from stages.normality import NormalityModel
+
+log = logging.getLogger("vigil.cli")  # the logger name these lines always had
+
+
+# ---- models and stages ---------------------------------------------------------------------------
+
+
+def stale_settings(model: NormalityModel, config: VigilConfig) -> list[str]:
+    """The perception settings that differ between the model's footage and `config` (empty: none, or
+    not recorded)."""
+    return perception_differences(model.perception, perception_settings(config))
+
+
+def load_models(config: VigilConfig, cameras: Sequence[CameraConfig]) -> dict[str, NormalityModel]:
+    """Each camera's normality model: `camera.model` (must exist) or <models_dir>/<name>.npz (if fitted)."""
+    from stages.normality import NormalityModel
+
+    models: dict[str, NormalityModel] = {}
+    for camera in cameras:
+        path = camera.model or config.scoring.models_dir / f"{camera.name}.npz"
+        if camera.model is None and not path.exists():
+            log.warning(
+                "no normality model: detection only, no anomaly scores (fit one with `vigil fit`)",
+                extra=fields(camera=camera.name, expected=str(path)),
+            )
+            continue
+        models[camera.name] = NormalityModel.load(path, device=config.scoring.device)  # ModelError if bad
+        stale = stale_settings(models[camera.name], config)
+        if stale:
+            log.warning(
+                "normality model learnt with other perception settings: its scores may be off; "
+                "re-run `vigil fit`",
+                extra=fields(camera=camera.name, model=str(path), settings="; ".join(stale[:5])),
+            )
+    return models
+
+
+def perception_stages(config: VigilConfig) -> list[Stage]:
+    """decode -> detect -> pose -> appearance -> flow -> attributes -> scene_graph (what fit measures)."""
+    from stages.factory import perception_stages as from_factory
+
+    return from_factory(config)
+
+
+def analysis_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
+    """The whole graph for these models (camera name, or "*" for every camera -> model)."""
+    from stages.factory import build_stages
+
+    return list(build_stages(config, models))
+
+
+def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
+    """score -> explain -> events: what runs after the scene graph (alone: `vigil eval --from-cache`)."""
+    from stages.factory import scoring_stages as from_factory
+
+    return from_factory(config, models)
+
+
+def camera_stages(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[Stage]:
+    """The cameras' graph; with no normality model for any camera, perception only (see stages.factory)."""
+    models = load_models(config, cameras)  # before anything starts: a bad model file fails at once
+    return analysis_stages(config, models or None)
+
+
+# ---- sources and runner --------------------------------------------------------------------------
+
+
+def make_sources(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[Source]:
+    return [make_source(camera, config.source) for camera in cameras]
+
+
+def runner_options(
+    config: VigilConfig, cameras: Sequence[CameraConfig], live: bool, realtime: bool
+) -> RunnerOptions:
+    return RunnerOptions(
+        live=live,
+        realtime=realtime,
+        ingress_capacity=config.runtime.ingress_capacity,
+        pipe_capacity=config.runtime.pipe_capacity,
+        drain_timeout_s=config.runtime.drain_timeout_s,
+        unhealthy_after=config.runtime.unhealthy_after,
+        max_in_flight=config.runtime.max_in_flight,
+        analysis_fps={c.name: c.analysis_fps for c in cameras if c.analysis_fps},
+    )
+
+
+class Services:
+    """What runs beside the graph: metrics (and its HTTP server), local sinks, network delivery.
+
+    `close` stops the server (through the stop event) and closes the sinks and delivery whether or
+    not `start` got through: the runner closes its sinks itself, closing again is a no-op.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.metrics = Metrics()
+        self.sinks: list[EventSink] = []
+        self.delivery: Delivery | None = None
+
+    def start(self, config: VigilConfig, cameras: Sequence[str], events_stream: TextIO | None = None) -> None:
+        """`events_stream` is where JSONL path "-" writes (None: sys.stdout)."""
+        if config.http.enabled:
+            server = MetricsServer(
+                self.metrics,
+                HealthProbe(self.metrics, config.http.stall_limit_s),
+                host=config.http.host,
+                port=config.http.port,
+                token=_token(config),
+            )
+            server.start(self.stop)
+        self.sinks = make_sinks(config, events_stream)
+        self.delivery = make_delivery(config, cameras, self.metrics)
+        if self.delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
+            self.delivery.start()
+
+    def close(self) -> None:
+        self.stop.set()  # stops the metrics server too
+        for sink in self.sinks:
+            sink.close()
+        if self.delivery is not None:
+            self.delivery.close(flush_s=5.0)
+
+
+def build_runner(
+    config: VigilConfig, cameras: Sequence[CameraConfig], services: Services, live: bool, realtime: bool
+) -> Runner:
+    """Sources, models and stages of `cameras`, feeding the services' metrics and sinks."""
+    sources = make_sources(config, cameras)
+    graph = build_graph(camera_stages(config, cameras))
+    options = runner_options(config, cameras, live, realtime)
+    log.info(
+        "starting",
+        extra=fields(
+            mode="live" if live else ("replay-realtime" if realtime else "replay"),
+            cameras=",".join(c.name for c in cameras),
+            stages=",".join(graph.names) or "none",
+        ),
+    )
+    return Runner(graph, sources, services.metrics, services.stop, sinks=services.sinks, options=options)
+
+
+def camera_runner(
+    config: VigilConfig, camera: CameraConfig, services: Services, live: bool, realtime: bool
+) -> Runner:
+    """One camera's pipeline alone: its source, its model and its own stages (one camera per worker)."""
+    return build_runner(config, [camera], services, live, realtime)
+
+
+def run(config: VigilConfig, cameras: Sequence[CameraConfig], live: bool, realtime: bool) -> RunReport:
+    """Sources + stages + sinks + metrics server, run until the sources end or a signal arrives."""
+    stop = threading.Event()
+    services = Services(stop)
+    events_on_stdout = config.sinks.jsonl.enabled and names_stdout(config.sinks.jsonl.path)
+    try:  # fd 1 always redirected: library banners never reach stdout, whatever the sinks
+        with stop_on_signals(stop), stdout_for_events_only(True) as events_stream:
+            services.start(config, [c.name for c in cameras], events_stream if events_on_stdout else None)
+            return build_runner(config, cameras, services, live, realtime).run()
+    finally:
+        services.close()
+
+
+def replay(
+    stages: Sequence[Stage],
+    sources: Sequence[Source],
+    options: RunnerOptions,
+    sinks: Sequence[EventSink] = (),
+    on_packet: Callable[[FramePacket], None] | None = None,
+) -> RunReport:
+    """A finite run of `stages` over `sources` to the end, on metrics of its own (fit, eval)."""
+    runner = Runner(
+        build_graph(stages),
+        sources,
+        Metrics(),
+        threading.Event(),
+        sinks=sinks,
+        options=options,
+        on_packet=on_packet,
+    )
+    return runner.run()
+
+
+def _token(config: VigilConfig) -> str | None:
+    name = config.http.token_env
+    if not name:
+        return None
+    token = os.environ.get(name)
+    if not token:
+        raise ConfigError(f"http.token_env: environment variable {name} is not set")
+    return token

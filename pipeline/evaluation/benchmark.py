@@ -1,0 +1,251 @@
+"""One benchmark evaluation: fit on the normal training clips, replay the test clips, score them.
+
+Everything is learnt from the training clips (thresholds, calibration); test labels are only read
+by the metric functions. `run_eval` takes an `EvalRequest` (what `vigil eval`'s options ask for),
+writes the result JSON, the events JSONL, the model and the plot, and returns the typed result.
+With `from_cache` the fit uses the cached training samples and the replay the cached test clips
+(pipeline/evaluation/cache.py); `ablate_each` scores every attribute left out and alone instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import VigilConfig
+from pipeline.errors import ConfigError
+from pipeline.evaluation.ablation import AblationResult, ablate_each
+from pipeline.evaluation.cache import PerceptionCache, perception_key
+from pipeline.evaluation.ped2 import Ped2, Ped2Clip
+from pipeline.evaluation.replay import ReplayInfo, replay_cached, replay_streaming
+from pipeline.evaluation.report import EvalResult, FitInfo, RunHeader, evaluate, plot
+from pipeline.fitting import collect_samples, footage_names
+from pipeline.logs import fields
+
+if TYPE_CHECKING:
+    from stages.normality import NormalityModel
+
+log = logging.getLogger("vigil.eval")
+
+CAMERA = "ped2"  # every Ped2 clip is the same camera: one normality model
+DEFAULT_OUT = Path("var/eval")
+#: the config sections the result JSON records
+RECORDED_SECTIONS = {"detector", "pose", "appearance", "flow", "attributes", "scene_graph", "scoring"}
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate and how (the options of `vigil eval`)."""
+
+    data: Path
+    dataset: str = "ped2"
+    clips: list[str] | None = None
+    train_clips: list[str] | None = None
+    max_frames: int | None = None
+    model: Path | None = None  # a saved normality model: no fitting
+    seed: int = 0
+    attributes: list[str] | None = None  # judge only these
+    ablate: list[str] | None = None  # judge all but these
+    plot: bool = True
+    cache: Path | None = None  # also save the perception output here
+    from_cache: Path | None = None  # score from the perception output saved here
+    ablate_each: bool = False
+    out: Path | None = None  # result JSON, or a folder for it
+
+    @property
+    def cached(self) -> bool:
+        return self.from_cache is not None
+
+    def check(self) -> None:
+        """ConfigError for options that do not go together."""
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError("--max-frames must be >= 1")
+        if self.ablate_each and not self.cached:
+            raise ConfigError("--ablate-each needs --from-cache DIR (perception is not re-run per attribute)")
+        if self.ablate_each and (self.attributes or self.ablate):
+            raise ConfigError("--ablate-each runs every attribute itself; drop --attributes / --ablate")
+
+    def result_path(self) -> Path:
+        name = result_name(self.dataset, self.attributes, self.ablate, cached=self.cached)
+        if self.out is None:
+            return DEFAULT_OUT / name
+        return self.out if self.out.suffix == ".json" else self.out / name
+
+    def ablation_path(self) -> Path:
+        if self.out is not None and self.out.suffix == ".json":
+            return self.out
+        return self.result_path().parent / "ablation.json"
+
+
+def result_name(
+    dataset: str,
+    attributes: Sequence[str] | None = None,
+    ablate: Sequence[str] | None = None,
+    cached: bool = False,
+) -> str:
+    """File name of a result: `ped2.json`, `ped2-only-speed+pose.json`, `ped2-minus-appearance.json`;
+    `ped2-cached*.json` when scored from the perception cache (never the headline file)."""
+    if cached:
+        dataset = f"{dataset}-cached"
+    if attributes:
+        return f"{dataset}-only-{'+'.join(attributes)}.json"
+    if ablate:
+        return f"{dataset}-minus-{'+'.join(ablate)}.json"
+    return f"{dataset}.json"
+
+
+def judged_attributes(attributes: Sequence[str] | None, ablate: Sequence[str] | None) -> list[str] | None:
+    """The `scoring.attributes` list for `--attributes` / `--ablate` (None: all of them)."""
+    from stages.normality import ATTRIBUTES
+
+    chosen = attributes or ablate
+    if not chosen:
+        return None
+    unknown = [a for a in chosen if a not in ATTRIBUTES]
+    if unknown:
+        raise ConfigError(f"unknown attributes {', '.join(unknown)}; known: {', '.join(ATTRIBUTES)}")
+    if attributes:
+        return list(attributes)
+    kept = [a for a in ATTRIBUTES if a not in chosen]
+    if not kept:
+        raise ConfigError("--ablate removes every attribute; nothing would be judged")
+    return kept
+
+
+def eval_config(config: VigilConfig, judged: list[str] | None, out: Path, cached: bool) -> VigilConfig:
+    """Scoring judges `judged`; media go next to the result; from the cache, no media at all."""
+    events: dict[str, object] = {"media_dir": out.parent / f"{out.stem}-media", "clips": False}
+    if cached:
+        events["snapshots"] = False
+    return config.model_copy(
+        update={
+            "scoring": config.scoring.model_copy(update={"attributes": judged}),
+            "events": config.events.model_copy(update=events),
+        }
+    )
+
+
+def train_sources(train: Sequence[Ped2Clip]) -> dict[str, str]:
+    """Source (camera) name `collect_samples` gives each training file -> clip name.
+
+    The names `collect_samples` gives, so cached samples fit the same model (the held-out split
+    depends on these names).
+    """
+    return dict(zip(footage_names([c.path for c in train]), (c.name for c in train), strict=True))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def fit_model(
+    request: EvalRequest,
+    config: VigilConfig,
+    train: Sequence[Ped2Clip],
+    cache: PerceptionCache | None,
+    out: Path,
+) -> tuple[NormalityModel, FitInfo]:
+    """The saved model of `request.model`, or one fitted on the training clips (saved beside `out`)."""
+    from stages.normality import NormalityModel, fit_normality
+
+    if request.model is not None:
+        return NormalityModel.load(request.model, config.scoring.device), FitInfo(
+            str(request.model), loaded=True
+        )
+    t0 = time.monotonic()
+    names = train_sources(train)
+    if request.from_cache is not None:
+        assert cache is not None
+        samples = cache.load_samples(names, CAMERA)
+    else:
+        samples = collect_samples(config, CAMERA, [c.path for c in train], request.max_frames)
+        if cache is not None:
+            cache.save_samples(names, samples)
+    collect_s = time.monotonic() - t0
+    model = fit_normality(samples, config.scoring, request.seed, grid=config.attributes.grid)
+    model_path = model.save(out.parent / f"{out.stem}-model.npz")
+    info = FitInfo(
+        model=str(model_path),
+        frames=len(samples),
+        objects=int(sum(len(s.attributes) for s in samples)),
+        collect_s=round(collect_s, 1),
+        fit_s=round(time.monotonic() - t0 - collect_s, 1),
+    )
+    log.info("model ready", extra=fields(stage="eval", **info.to_json()))
+    return model, info
+
+
+def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationResult:
+    """Fit, replay, score and write the result files; `base` is the loaded config."""
+    cached = request.cached
+    judged = judged_attributes(request.attributes, request.ablate)
+    out = request.result_path()
+    config = eval_config(base, judged, out, cached)
+    data = Ped2.open(request.data)
+    train = data.train_clips(request.train_clips)
+    test = data.test_clips(request.clips)
+    key = perception_key(config, request.max_frames)
+    cache_dir = request.from_cache if cached else request.cache
+    cache = PerceptionCache(cache_dir, request.dataset, key) if cache_dir is not None else None
+    records = [cache.load("test", c.name) for c in test] if cached and cache is not None else []
+    header = RunHeader(
+        dataset=request.dataset,
+        cached=cached,
+        perception_cache={"dir": str(cache_dir), "key": key, "written": not cached} if cache else None,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        git=git_commit(),
+        machine={"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        attributes=judged,
+        train_clips=[c.name for c in train],
+        test_clips=[c.name for c in test],
+        max_frames=request.max_frames,
+        seed=request.seed,
+        config=config.model_dump(mode="json", include=RECORDED_SECTIONS),
+    )
+    model, fit = fit_model(request, config, train, cache, out)
+
+    if request.ablate_each:
+        rows, seconds = ablate_each(
+            lambda judged: eval_config(base, judged, out, cached=True), data, test, model, records
+        )
+        ablation = AblationResult(header, fit, rows, seconds)
+        _write_json(request.ablation_path(), ablation.to_json())
+        return ablation
+
+    if cached:
+        rr = replay_cached(config, model, records)
+    else:
+        rr = replay_streaming(config, model, test, request.max_frames, cache)
+    k = config.scoring.smoothing_frames
+    figures = evaluate(data, test, rr.collector, k, rr.report)
+    for clip in test:
+        figures.per_clip[clip.name].events = rr.events.counts(clip.name)
+    events_path = out.parent / f"{out.stem}-events.jsonl"
+    events_path.parent.mkdir(parents=True, exist_ok=True)
+    events_path.write_text("".join(json.dumps(ev.to_json()) + "\n" for ev in rr.events.events))
+    result = EvalResult(header, fit, ReplayInfo.of(rr, len(test), cached), figures, str(events_path))
+    _write_json(out, result.to_json())
+    if request.plot:
+        png = plot(out.with_suffix(".png"), test, rr.collector, k, config.events.start_score)
+        result.plot = str(png)
+        _write_json(out, result.to_json())
+    return result
+
+
+def _write_json(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
