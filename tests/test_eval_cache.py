@@ -124,3 +124,32 @@ def test_eval_from_cache_reproduces_streaming_figures(
     assert "no test clip Test004 for key" in capsys.readouterr().err
     assert main([*common, "--ablate-each"]) == EXIT_USAGE
     assert "--ablate-each needs --from-cache" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_on_the_avenue_preset_keeps_scores_and_the_false_alert_estimate(tmp_path: Path) -> None:
+    """A second scene through the same defaults: every frame's score and box kept, macro both ways, and
+    the training clips cross-validated (two clips: two folds, one clip each)."""
+    from conftest import DETECTOR, SHARED
+
+    from pipeline.cli import main
+
+    avenue = SHARED / "data" / "avenue_dev"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"detector:\n  model: {DETECTOR}\npose:\n  enabled: false\nappearance:\n  enabled: false\n"
+        "http:\n  enabled: false\n"
+    )
+    out = tmp_path / "out"
+    args = ["eval", "--dataset", "avenue", "--data", str(avenue), "--clips", "21", "--max-frames", "30"]
+    assert main([*args, "-c", str(config), "--out", str(out), "--no-plot"]) == 0
+    result = json.loads((out / "avenue.json").read_text())
+    assert result["dataset"] == "avenue" and result["train_clips"] == ["12", "16"]
+    estimate = result["fit"]["false_alerts"]
+    assert estimate["clips"] == 2 and estimate["folds"] == 2 and estimate["frames"] == 60
+    assert estimate["seconds"] == pytest.approx(60 / 25, rel=0.05)  # 30 frames at 25 fps, twice
+    assert "macro_padded" in result["frame_auc"]["causal_10"]
+    with np.load(result["scores_file"]) as scores:
+        assert scores["21.frame_score"].shape == (30,)
+        assert scores["21.labels"].tolist() == [1] * 30 or scores["21.labels"].shape == (30,)
+        assert len(scores["21.boxes"]) == len(scores["21.box_score"]) == len(scores["21.box_frame"])

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import ConfigError, PacketError, SourceError
 from pipeline.evaluation.benchmark import judged_attributes, result_name
+from pipeline.evaluation.footage import LabelledFootage
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     box_iou,
@@ -21,7 +22,6 @@ from pipeline.evaluation.metrics import (
     smooth_causal,
     smooth_centred,
 )
-from pipeline.evaluation.ped2 import Ped2
 from pipeline.evaluation.trace import ClipTrace
 
 A = np.array
@@ -159,7 +159,7 @@ def test_localisation() -> None:
 
 
 def test_ped2_dataset(ped2: Path) -> None:
-    data = Ped2.open(ped2)
+    data = LabelledFootage.open(ped2)
     test = data.test_clips(["Test001", "Test003"])
     assert [c.name for c in test] == ["Test001", "Test003"]
     assert test[0].labels is not None and test[0].labels.shape == (180,) and test[0].labels.dtype == bool
@@ -173,7 +173,7 @@ def test_ped2_dataset(ped2: Path) -> None:
     with pytest.raises(SourceError, match="unknown clips Test999"):
         data.test_clips(["Test999"])
     with pytest.raises(SourceError, match="missing"):
-        Ped2.open(ped2 / "nope")
+        LabelledFootage.open(ped2 / "nope")
 
 
 # ---- the `vigil eval` driver ---------------------------------------------------------------------

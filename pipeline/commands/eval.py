@@ -22,6 +22,7 @@ from pipeline.config import VigilConfig
 from pipeline.configfile import load_config
 from pipeline.evaluation.ablation import AblationResult, ablation_table
 from pipeline.evaluation.benchmark import EvalRequest, run_eval
+from pipeline.evaluation.footage import PRESETS
 from pipeline.evaluation.report import diagnostics_table, table
 from pipeline.terminal import stdout_for_events_only
 
@@ -31,7 +32,13 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=["ped2"], default="ped2")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(PRESETS),
+        default="ped2",
+        help="how the footage is stored (frame rate, label and mask files); the layout is always "
+        "train/, test/, frame_labels.npz [, pixel_masks.npz]; custom: your own footage",
+    )
     parser.add_argument(
         "--data", required=True, type=Path, help="dataset folder, e.g. ../shared/data/ucsd_ped2"
     )

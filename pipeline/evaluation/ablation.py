@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import VigilConfig
 from pipeline.evaluation.cache import ClipRecord
-from pipeline.evaluation.ped2 import Ped2, Ped2Clip
+from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.replay import replay_cached
 from pipeline.evaluation.report import Figures, FitInfo, RunHeader, evaluate
 from pipeline.logs import fields
@@ -101,8 +101,8 @@ def ablation_variants() -> list[tuple[str, list[str] | None]]:
 
 def ablate_each(
     variant_config: Callable[[list[str] | None], VigilConfig],
-    data: Ped2,
-    test: Sequence[Ped2Clip],
+    data: LabelledFootage,
+    test: Sequence[Clip],
     model: NormalityModel,
     records: Sequence[ClipRecord],
 ) -> tuple[list[AblationRow], float]:
@@ -110,7 +110,7 @@ def ablate_each(
 
     `variant_config(judged)` is the evaluation config judging only `judged` (None: all).
     """
-    gts = {c.name: data.masks(c.name) for c in test}
+    gts = {c.name: data.masks(c.name) for c in test} if data.has_masks else None
     rows = []
     t0 = time.monotonic()
     for label, judged in ablation_variants():

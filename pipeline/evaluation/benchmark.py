@@ -24,10 +24,11 @@ from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluation.ablation import AblationResult, ablate_each
 from pipeline.evaluation.cache import PerceptionCache, perception_key
-from pipeline.evaluation.ped2 import Ped2, Ped2Clip
+from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.replay import ReplayInfo, replay_cached, replay_streaming
-from pipeline.evaluation.report import EvalResult, FitInfo, RunHeader, evaluate, plot
-from pipeline.fitting import collect_samples, footage_names
+from pipeline.evaluation.report import EvalResult, FitInfo, RunHeader, evaluate, plot, rounded
+from pipeline.evaluation.trace import save_scores
+from pipeline.fitting import collect_samples, estimate_false_alerts, footage_names
 from pipeline.logs import fields
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vigil.eval")
 
-CAMERA = "ped2"  # every Ped2 clip is the same camera: one normality model
 DEFAULT_OUT = Path("var/eval")
 #: the config sections the result JSON records
 RECORDED_SECTIONS = {"detector", "pose", "appearance", "flow", "attributes", "scene_graph", "scoring"}
@@ -133,7 +133,7 @@ def eval_config(config: VigilConfig, judged: list[str] | None, out: Path, cached
     )
 
 
-def train_sources(train: Sequence[Ped2Clip]) -> dict[str, str]:
+def train_sources(train: Sequence[Clip]) -> dict[str, str]:
     """Source (camera) name `collect_samples` gives each training file -> clip name.
 
     The names `collect_samples` gives, so cached samples fit the same model (the held-out split
@@ -155,7 +155,7 @@ def git_commit() -> str | None:
 def fit_model(
     request: EvalRequest,
     config: VigilConfig,
-    train: Sequence[Ped2Clip],
+    train: Sequence[Clip],
     cache: PerceptionCache | None,
     out: Path,
 ) -> tuple[NormalityModel, FitInfo]:
@@ -170,20 +170,41 @@ def fit_model(
     names = train_sources(train)
     if request.from_cache is not None:
         assert cache is not None
-        samples = cache.load_samples(names, CAMERA)
+        samples = cache.load_samples(names, request.dataset)
     else:
-        samples = collect_samples(config, CAMERA, [c.path for c in train], request.max_frames)
+        samples = collect_samples(config, request.dataset, [c.path for c in train], request.max_frames)
         if cache is not None:
             cache.save_samples(names, samples)
     collect_s = time.monotonic() - t0
     model = fit_normality(samples, config.scoring, request.seed, grid=config.attributes.grid)
+    fit_s = time.monotonic() - t0 - collect_s
+    model.false_alerts = estimate_false_alerts(config, samples, request.seed)
     model_path = model.save(out.parent / f"{out.stem}-model.npz")
+    curve = model.false_alerts
     info = FitInfo(
         model=str(model_path),
         frames=len(samples),
         objects=int(sum(len(s.attributes) for s in samples)),
         collect_s=round(collect_s, 1),
-        fit_s=round(time.monotonic() - t0 - collect_s, 1),
+        fit_s=round(fit_s, 1),
+        crossval_s=round(time.monotonic() - t0 - collect_s - fit_s, 1),
+        false_alerts=None
+        if curve is None
+        else {
+            "summary": curve.summary(config.events.start_score),
+            "alerts_per_hour": rounded(curve.alerts_per_hour(config.events.start_score)),
+            "share_above_start_score": rounded(
+                next(
+                    (
+                        a
+                        for s, a in zip(curve.start_scores, curve.share_above, strict=True)
+                        if s >= config.events.start_score - 1e-9
+                    ),
+                    0.0,
+                )
+            ),
+            **curve.to_dict(),
+        },
     )
     log.info("model ready", extra=fields(stage="eval", **info.to_json()))
     return model, info
@@ -195,7 +216,7 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
     judged = judged_attributes(request.attributes, request.ablate)
     out = request.result_path()
     config = eval_config(base, judged, out, cached)
-    data = Ped2.open(request.data)
+    data = LabelledFootage.open(request.data, request.dataset)
     train = data.train_clips(request.train_clips)
     test = data.test_clips(request.clips)
     key = perception_key(config, request.max_frames)
@@ -237,7 +258,13 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
     events_path = out.parent / f"{out.stem}-events.jsonl"
     events_path.parent.mkdir(parents=True, exist_ok=True)
     events_path.write_text("".join(json.dumps(ev.to_json()) + "\n" for ev in rr.events.events))
+    scores_path = save_scores(
+        out.parent / f"{out.stem}-scores.npz",
+        [(c.name, figures.per_clip[c.name].frames, c.labels) for c in test if c.labels is not None],
+        rr.collector.traces,
+    )
     result = EvalResult(header, fit, ReplayInfo.of(rr, len(test), cached), figures, str(events_path))
+    result.scores_file = str(scores_path)
     _write_json(out, result.to_json())
     if request.plot:
         png = plot(out.with_suffix(".png"), test, rr.collector, k, config.events.start_score)

@@ -17,7 +17,7 @@ from pipeline import assembly
 from pipeline.config import VigilConfig
 from pipeline.errors import SourceError
 from pipeline.evaluation.cache import CachedSource, ClipRecord, ClipRecorder, PerceptionCache
-from pipeline.evaluation.ped2 import Ped2Clip
+from pipeline.evaluation.footage import Clip
 from pipeline.evaluation.trace import EventLog, TraceCollector
 from pipeline.packets import FramePacket
 from pipeline.runner import RunnerOptions, RunReport
@@ -70,7 +70,7 @@ class ReplayInfo:
         )
 
 
-def clip_sources(clips: Sequence[Ped2Clip], max_frames: int | None) -> list[Source]:
+def clip_sources(clips: Sequence[Clip], max_frames: int | None) -> list[Source]:
     return [LimitedSource(FileSource(c.name, c.path), max_frames) for c in clips]
 
 
@@ -94,7 +94,7 @@ def _check(report: RunReport) -> None:
 def replay_streaming(
     config: VigilConfig,
     model: NormalityModel,
-    test: Sequence[Ped2Clip],
+    test: Sequence[Clip],
     max_frames: int | None,
     cache: PerceptionCache | None,
 ) -> ReplayResult:

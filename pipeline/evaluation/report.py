@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
     frame_auc_macro,
+    frame_auc_macro_padded,
     frame_auc_micro,
     localisation,
     rbdc_tbdc,
@@ -25,7 +27,6 @@ from pipeline.evaluation.metrics import (
     smooth_causal,
     smooth_centred,
 )
-from pipeline.evaluation.ped2 import Ped2, Ped2Clip
 from pipeline.evaluation.replay import ReplayInfo
 from pipeline.evaluation.trace import ClipTrace, TraceCollector
 from pipeline.runner import RunReport
@@ -93,6 +94,9 @@ class FitInfo:
     objects: int = 0
     collect_s: float = 0.0
     fit_s: float = 0.0
+    crossval_s: float = 0.0
+    #: the cross-validated false-alert estimate on the training clips (stages.normality.crossval)
+    false_alerts: dict[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
         if self.loaded:
@@ -103,15 +107,18 @@ class FitInfo:
             "objects": self.objects,
             "collect_s": self.collect_s,
             "fit_s": self.fit_s,
+            "crossval_s": self.crossval_s,
+            "false_alerts": self.false_alerts,
         }
 
 
 @dataclass(frozen=True)
 class AucFigures:
     micro: float | None
-    macro: float | None
+    macro: float | None  # mean over the clips with both classes
     macro_clips: int
     macro_skipped: list[str]
+    macro_padded: float | None = None  # the published code's convention: every clip, min-max scaled, padded
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,8 @@ class Figures:
             "frame_auc_note": (
                 f"raw = frame score (max over objects); causal_{k} = trailing mean of {k} frames "
                 f"(what alerts use); centred_{k} = centred mean (offline only); "
-                "macro skips clips with a single class"
+                "macro skips clips with a single class; macro_padded scales each clip to [0, 1] and adds "
+                "one normal frame scored 0 and one anomalous frame scored 1 (the published evaluation code)"
             ),
             "rbdc": self.rbdc,
             "tbdc": self.tbdc,
@@ -219,6 +227,9 @@ class EvalResult:
     figures: Figures
     events_file: str
     plot: str | None = None
+    scores_file: str | None = (
+        None  # every frame's score and scored box (pipeline/evaluation/trace.save_scores)
+    )
 
     def to_json(self) -> dict[str, object]:
         out = {
@@ -227,6 +238,7 @@ class EvalResult:
             "replay": vars(self.replay),
             **self.figures.to_json(),
             "events_file": self.events_file,
+            "scores_file": self.scores_file,
         }
         if self.plot is not None:
             out["plot"] = self.plot
@@ -237,8 +249,8 @@ class EvalResult:
 
 
 def evaluate(
-    data: Ped2,
-    test: Sequence[Ped2Clip],
+    data: LabelledFootage,
+    test: Sequence[Clip],
     collector: TraceCollector,
     k: int,
     report: RunReport,
@@ -263,8 +275,9 @@ def evaluate(
         raw.append(series)
         labels.append(y)
         names.append(clip.name)
-        mask = masks[clip.name] if masks is not None else data.masks(clip.name)
-        gts.append(regions_from_masks(mask[:n]))
+        if data.has_masks:
+            mask = masks[clip.name] if masks is not None else data.masks(clip.name)
+            gts.append(regions_from_masks(mask[:n]))
         b, s = trace.per_frame_boxes(n)
         boxes.append(b)
         box_scores.append(s)
@@ -288,21 +301,34 @@ def evaluate(
             macro=rounded(macro.mean),
             macro_clips=len(names) - len(macro.skipped),
             macro_skipped=[names[i] for i in macro.skipped],
+            macro_padded=rounded(frame_auc_macro_padded(series_list, labels).mean),
         )
         for name, value in zip(names, macro.per_clip, strict=True):
             per_clip[name].auc[label] = rounded(value)
-    rt = rbdc_tbdc(boxes, box_scores, gts)
-    loc = localisation(boxes, box_scores, gts, labels)
+    if data.has_masks:
+        rt = rbdc_tbdc(boxes, box_scores, gts)
+        loc = localisation(boxes, box_scores, gts, labels)
+        region_figures = {
+            "rbdc": rounded(rt.rbdc.area),
+            "tbdc": rounded(rt.tbdc.area),
+            "gt_regions": rt.n_regions,
+            "gt_tracks": rt.n_tracks,
+            "localisation": LocalisationFigures(
+                share=rounded(loc.share), hits=loc.hits, evaluated=loc.evaluated, no_box=loc.no_box
+            ),
+        }
+    else:  # no pixel masks: frame labels only
+        region_figures = {
+            "rbdc": None,
+            "tbdc": None,
+            "gt_regions": 0,
+            "gt_tracks": 0,
+            "localisation": LocalisationFigures(share=None, hits=0, evaluated=0, no_box=0),
+        }
     return Figures(
         k=k,
         frame_auc=auc,
-        rbdc=rounded(rt.rbdc.area),
-        tbdc=rounded(rt.tbdc.area),
-        gt_regions=rt.n_regions,
-        gt_tracks=rt.n_tracks,
-        localisation=LocalisationFigures(
-            share=rounded(loc.share), hits=loc.hits, evaluated=loc.evaluated, no_box=loc.no_box
-        ),
+        **region_figures,  # type: ignore[arg-type]
         frames_without_score=missing_total,
         diagnostics=overall_diagnostics(per_clip),
         per_clip=per_clip,
@@ -366,14 +392,17 @@ def diagnostics_table(figures: Figures) -> str:
 
 def table(result: EvalResult) -> str:
     figures, replay = result.figures, result.replay
-    lines = [f"{'variant':<14}{'micro AUC':>10}{'macro AUC':>10}  macro skipped"]
+    lines = [f"{'variant':<14}{'micro AUC':>10}{'macro AUC':>10}{'padded':>8}  macro skipped"]
     for label, v in figures.frame_auc.items():
-        lines.append(f"{label:<14}{v.micro!s:>10}{v.macro!s:>10}  {','.join(v.macro_skipped) or '-'}")
+        skipped = ",".join(v.macro_skipped) or "-"
+        lines.append(f"{label:<14}{v.micro!s:>10}{v.macro!s:>10}{v.macro_padded!s:>8}  {skipped}")
     loc = figures.localisation
     lines.append(
         f"RBDC {figures.rbdc}  TBDC {figures.tbdc}  localisation {loc.share} ({loc.hits}/{loc.evaluated})"
     )
     lines.append(f"analysed fps {replay.fps} ({replay.frames} frames in {replay.wall_s} s)")
+    if result.fit.false_alerts is not None:
+        lines.append(f"training clips, cross-validated: {result.fit.false_alerts['summary']}")
     variants = list(next(iter(figures.per_clip.values())).auc) if figures.per_clip else []
     lines.append(f"{'clip':<10}{'frames':>7}{'anom':>6}" + "".join(f"{v:>12}" for v in variants) + "  events")
     for name, c in figures.per_clip.items():
@@ -386,7 +415,7 @@ def table(result: EvalResult) -> str:
 
 
 def plot(
-    path: Path, test: Sequence[Ped2Clip], collector: TraceCollector, k: int, alert_at: float | None = None
+    path: Path, test: Sequence[Clip], collector: TraceCollector, k: int, alert_at: float | None = None
 ) -> Path:
     """One grid PNG: per clip, the raw and causal-smoothed frame score with anomalous frames shaded.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +42,39 @@ class ClipTrace:
             [self.boxes.get(t, empty_b) for t in range(n)],
             [self.box_scores.get(t, empty_s) for t in range(n)],
         )
+
+
+def save_scores(
+    path: Path, clips: Sequence[tuple[str, int, np.ndarray]], traces: dict[str, ClipTrace]
+) -> Path:
+    """Every frame's score and every scored box of the test clips, so anyone can recompute a metric.
+
+    Per clip NAME (given as (name, frames, labels)): `NAME.frame_score` (T,) as recorded (NaN: not
+    scored), `NAME.labels` (T,), `NAME.box_frame` (B,) the frame of each box, `NAME.boxes` (B, 4) xyxy
+    in pixels and `NAME.box_score` (B,) the object score. npz, no pickles.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for name, n, labels in clips:
+        trace = traces.get(name, ClipTrace())
+        arrays[f"{name}.frame_score"] = np.array([trace.frame_score.get(t, np.nan) for t in range(n)])
+        arrays[f"{name}.labels"] = np.asarray(labels[:n], np.uint8)
+        frames = [t for t in range(n) if t in trace.boxes]
+        arrays[f"{name}.box_frame"] = np.repeat(frames, [len(trace.boxes[t]) for t in frames]).astype(
+            np.int32
+        )
+        arrays[f"{name}.boxes"] = (
+            np.concatenate([trace.boxes[t] for t in frames]).astype(np.float32)
+            if frames
+            else np.zeros((0, 4))
+        )
+        arrays[f"{name}.box_score"] = (
+            np.concatenate([trace.box_scores[t] for t in frames]).astype(np.float32)
+            if frames
+            else np.zeros(0)
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
 
 
 class TraceCollector:
