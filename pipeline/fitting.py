@@ -68,10 +68,11 @@ def collect_samples(
     from stages.normality import FrameSample
 
     paths = video_files(files)
+    clip_names = footage_names(paths)
     progress = tqdm(desc="fit: perception", unit="frame")
     sources: list[Source] = [
         LimitedSource(FileSource(n, p), max_frames, on_frame=lambda: progress.update(1))
-        for n, p in zip(footage_names(paths), paths, strict=True)
+        for n, p in zip(clip_names, paths, strict=True)
     ]
     options = RunnerOptions(
         live=False,
@@ -105,6 +106,11 @@ def collect_samples(
                 scene_graph=p.scene_graph,
             )
         )
+    # The clips are replayed at once, so packets complete in an order that thread timing decides; the
+    # fit (coreset subsampling, the dynamics predictor's training) depends on sample order. Clip by
+    # clip in time order, the model is the same on every run, and the same as from a perception cache.
+    order = {name: i for i, name in enumerate(clip_names)}
+    samples.sort(key=lambda s: (order.get(s.clip, len(order)), s.pts))
     return samples
 
 

@@ -467,3 +467,21 @@ def test_relations_to_moving_regions_are_not_judged(model: NormalityModel, other
     hist = HistoryFeatures(np.full((2, 5, 2), np.nan), none, none, none)
     rel = raw_scores(model, s.attributes, s.scene_graph, hist, 3)[:, ATTRIBUTES.index("relations")]
     assert (rel[0] > 0) == scored
+
+
+@pytest.mark.slow
+def test_fit_samples_come_clip_by_clip_in_time_order(ped2: Path, tmp_path: Path) -> None:
+    """Clips replay at once and complete in an order thread timing decides; the fit depends on sample
+    order (coreset, dynamics training), so collect_samples must hand them over in a fixed order."""
+    from pipeline.configfile import load_config
+    from pipeline.fitting import collect_samples
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"detector:\n  model: {DETECTOR}\npose:\n  enabled: false\nappearance:\n  enabled: false\n"
+    )
+    clips = [ped2 / "train" / f"Train00{i}.mp4" for i in (1, 2, 3)]
+    samples = collect_samples(load_config(config), "cam", clips, max_frames=12)
+    order = [(s.clip, s.pts) for s in samples]
+    assert len(order) == 36 and order == sorted(order)
+    assert [s.clip for s in samples[::12]] == ["000_Train001", "001_Train002", "002_Train003"]
