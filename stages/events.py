@@ -253,6 +253,12 @@ def observations(
     return out
 
 
+def with_start_score(config: EventsConfig, start: float) -> EventsConfig:
+    """`config` with another start score; the end score keeps its gap below it (the hysteresis)."""
+    gap = config.start_score - config.end_score
+    return config.model_copy(update={"start_score": start, "end_score": max(0.0, start - gap)})
+
+
 class EventStage(Stage):
     name = "events"
     interpreter_bound = True
@@ -288,8 +294,7 @@ class EventStage(Stage):
         start = self.start_scores.get(camera)
         if start is None or start == self.config.start_score:
             return self.config
-        gap = self.config.start_score - self.config.end_score
-        return self.config.model_copy(update={"start_score": start, "end_score": max(0.0, start - gap)})
+        return with_start_score(self.config, start)
 
     def on_source_eos(self, event: SourceEvent) -> None:
         self._pending.extend(self._close_camera(event.camera))

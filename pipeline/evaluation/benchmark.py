@@ -193,16 +193,7 @@ def fit_model(
         else {
             "summary": curve.summary(config.events.start_score),
             "alerts_per_hour": rounded(curve.alerts_per_hour(config.events.start_score)),
-            "share_above_start_score": rounded(
-                next(
-                    (
-                        a
-                        for s, a in zip(curve.start_scores, curve.share_above, strict=True)
-                        if s >= config.events.start_score - 1e-9
-                    ),
-                    0.0,
-                )
-            ),
+            "share_above_start_score": rounded(curve.share_at(config.events.start_score)),
             **curve.to_dict(),
         },
     )

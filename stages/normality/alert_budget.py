@@ -35,12 +35,20 @@ class AlertCurve:
     def hours(self) -> float:
         return self.seconds / 3600.0
 
+    def _at(self, start_score: float) -> int | None:
+        """Index of the lowest grid score at or above `start_score` (None past the grid's end)."""
+        return next((i for i, s in enumerate(self.start_scores) if s >= start_score - 1e-9), None)
+
     def alerts_per_hour(self, start_score: float) -> float:
         """At the lowest grid score at or above `start_score` (NaN past the grid's end or no footage)."""
-        for s, n in zip(self.start_scores, self.alerts, strict=True):
-            if s >= start_score - 1e-9:
-                return n / self.hours if self.hours > 0 else math.nan
-        return math.nan
+        i = self._at(start_score)
+        return self.alerts[i] / self.hours if i is not None and self.hours > 0 else math.nan
+
+    def share_at(self, start_score: float) -> float:
+        """Share of held-out frames scoring at or above `start_score`; 0 past the grid's end, which lies
+        above every held-out object's score."""
+        i = self._at(start_score)
+        return self.share_above[i] if i is not None else 0.0
 
     def threshold_for(self, alerts_per_hour: float, floor: float) -> float:
         """The lowest grid start score, not below `floor`, whose false alerts fit the budget; the top
@@ -53,10 +61,7 @@ class AlertCurve:
     def summary(self, start_score: float) -> str:
         rate = self.alerts_per_hour(start_score)
         q = ", ".join(f"{k} {v:.2f}" for k, v in self.quantiles.items())
-        share = next(
-            (a for s, a in zip(self.start_scores, self.share_above, strict=True) if s >= start_score - 1e-9),
-            math.nan,
-        )
+        share = self.share_at(start_score)
         at = f"{start_score:g}"
         return (
             f"{rate:.1f} false alerts/hour at score {at} on {self.seconds / 60:.1f} min of held-out normal "

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.errors import ModelError
-from stages.events import EventTracker, Observation
+from stages.events import EventTracker, Observation, with_start_score
 from stages.normality.alert_budget import AlertCurve
 from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.model import NormalityModel
@@ -113,14 +113,12 @@ class FalseAlertEstimate:
     def curve(self, events: EventsConfig, step: float = 0.1, lowest: float = 1.0) -> AlertCurve:
         """False alerts at every start score from `lowest` to just above the highest object score, in
         `step`s; each with `events`' gap between start and end score (the hysteresis) kept."""
-        gap = events.start_score - events.end_score
         top = max((o.score for c in self.clips for f in c.frames for o in f.observations), default=lowest)
         grid = np.round(np.arange(lowest, top + 2 * step, step), 6)
-        scores = self.frame_scores()
         alerts, shares = [], []
         for start in grid.tolist():
-            alerts.append(self.alerts(with_thresholds(events, start, max(0.0, start - gap))))
-            shares.append(float((scores >= start).mean()) if len(scores) else 0.0)
+            alerts.append(self.alerts(with_start_score(events, start)))
+            shares.append(self.share_above(start))
         for i in range(len(alerts) - 2, -1, -1):  # a higher bar never alerts more (the hysteresis can
             alerts[i] = max(alerts[i], alerts[i + 1])  # split one event in two): keep the curve monotone
         return AlertCurve(
@@ -133,10 +131,6 @@ class FalseAlertEstimate:
             alerts=tuple(alerts),
             share_above=tuple(shares),
         )
-
-
-def with_thresholds(events: EventsConfig, start: float, end: float) -> EventsConfig:
-    return events.model_copy(update={"start_score": start, "end_score": min(end, start)})
 
 
 def folds_of(clips: Sequence[str], folds: int) -> list[list[str]]:
