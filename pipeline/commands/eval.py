@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         choices=sorted(PRESETS),
         default="ped2",
-        help="how the footage is stored (frame rate, label and mask files); the layout is always "
+        help="how the footage is stored (label and mask files); the layout is always "
         "train/, test/, frame_labels.npz [, pixel_masks.npz]; custom: your own footage",
     )
     parser.add_argument(

@@ -7,15 +7,16 @@ Layout (UCSD Ped2 and the Avenue development clips in ../shared/data are two exa
     frame_labels.npz                         per test clip stem, (T,) with 1 = anomalous frame
     pixel_masks.npz                          optional: per test clip stem, (T, H, W) bool anomalous region
 
-A preset describes the footage only (its frame rate, label and mask files), never detection, scoring or
-threshold settings: those are the same defaults on every scene. Masks are large (Ped2: ~15 MB per clip
-unpacked), so they are read one clip at a time, when asked for.
+A preset describes how the footage is stored only (its label and mask files; the frame rate comes from
+each clip's own timestamps), never detection, scoring or threshold settings: those are the same
+defaults on every scene. Masks are large (Ped2: ~15 MB per clip unpacked), so they are read one clip
+at a time, when asked for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,16 @@ from pipeline.errors import SourceError
 
 @dataclass(frozen=True)
 class FootageFormat:
-    """How a labelled data set is stored. `fps` None: the container's own frame rate."""
+    """How a labelled data set is stored."""
 
     name: str
-    fps: float | None = None
     labels: str = "frame_labels.npz"
     masks: str | None = "pixel_masks.npz"  # None: no pixel masks (no RBDC/TBDC/localisation)
 
 
 PRESETS: dict[str, FootageFormat] = {
-    "ped2": FootageFormat("ped2", fps=10.0),  # UCSD Ped2: 360x240 H.264 mp4
-    "avenue": FootageFormat("avenue", fps=25.0),  # CUHK Avenue: 640x360 MPEG-4 Part 2 avi
+    "ped2": FootageFormat("ped2"),  # UCSD Ped2: 360x240 H.264 mp4 at 10 fps
+    "avenue": FootageFormat("avenue"),  # CUHK Avenue: 640x360 MPEG-4 Part 2 avi at 25 fps
     "custom": FootageFormat("custom"),  # your own footage in the layout above
 }
 
@@ -61,7 +61,7 @@ class LabelledFootage:
         if missing:
             raise SourceError(f"{root}: missing {', '.join(missing)} (expected train/, test/, {fmt.labels})")
         if fmt.masks is not None and not (root / fmt.masks).exists():
-            fmt = FootageFormat(fmt.name, fmt.fps, fmt.labels, None)  # masks are optional
+            fmt = replace(fmt, masks=None)  # masks are optional
         return cls(root, fmt)
 
     @property
