@@ -1,4 +1,4 @@
-"""CalibratorTable: every column through its own TailCalibrator in one call, with identical numbers."""
+"""Calibrators: CalibratorTable matches each TailCalibrator; evidence counted in tracks; prior tails."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelError
-from stages.normality.calibration import KEEP, CalibratorTable, TailCalibrator
+from stages.normality.calibration import KEEP, CalibratorTable, TailCalibrator, TailPrior
 
 
 def _calibrators(rng: np.random.Generator) -> list[TailCalibrator | None]:
@@ -64,3 +64,43 @@ def test_inverse_round_trips_in_the_body_and_in_the_tail(score: float, shape: fl
     raw = cal.inverse(score)
     assert float(cal(np.array([raw]))[0]) == pytest.approx(score, abs=0.05)
     assert all(np.diff([cal.inverse(s) for s in np.arange(0.0, 6.0, 0.1)]) >= 0)
+
+
+# ---- evidence counted in held-out tracks, tails shrunk toward a prior ---------------------------
+
+
+@pytest.mark.parametrize("tracks", [1, 5, 40])
+def test_rows_of_one_track_count_once(tracks: int) -> None:
+    rng = np.random.default_rng(tracks)
+    raw = rng.gamma(2.0, 1.0, 50 * tracks)
+    cal = TailCalibrator.fit(raw, np.repeat(np.arange(tracks), 50))
+    assert cal.n == tracks
+    # up to the 99th percentile nothing scores beyond what `tracks` samples can tell (+1 smoothing)
+    assert float(cal(np.array([cal.q99]))[0]) <= np.log10(tracks + 1) + 1e-9
+
+
+@pytest.mark.parametrize("prior", list(TailPrior))
+@pytest.mark.parametrize("excess_tracks", [0, 2, 200])
+def test_tail_scale_shrinks_toward_the_prior(prior: TailPrior, excess_tracks: int) -> None:
+    """Few tracks over the 99th percentile: about the prior's scale; many: about their mean excess."""
+    body = np.linspace(0.0, 1.0, 10_000)
+    excess = np.full(excess_tracks, 1.0 + 0.05)  # each track 0.05 past the body
+    raw = np.concatenate([body, excess])
+    groups = np.concatenate([np.arange(len(body)) // 100, 1000 + np.arange(excess_tracks)])
+    cal = TailCalibrator.fit(raw, groups, prior)
+    q99 = cal.q99
+    per_track = float(np.mean(raw[raw > q99] - q99)) if (raw > q99).any() else 0.0
+    prior_scale = prior.scale(q99 - 0.5)
+    lo, hi = sorted((per_track, prior_scale))
+    assert lo - 1e-9 <= cal.tail_scale <= hi + 1e-9
+    if excess_tracks == 0:
+        assert cal.tail_scale == pytest.approx(prior_scale, rel=0.5)
+
+
+@pytest.mark.parametrize("tracks", [3, 30, 3000])
+def test_no_jump_at_the_99th_percentile(tracks: int) -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.gamma(2.0, 1.0, 30 * tracks)
+    cal = TailCalibrator.fit(raw, np.arange(len(raw)) % tracks, TailPrior.SPREAD)
+    below, above = cal(np.array([cal.q99 - 1e-6, cal.q99 + 1e-6]))
+    assert above - below < 0.05

@@ -105,3 +105,19 @@ def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
     assert start >= loaded.events.start_score
     assert start == curve.threshold_for(0.0, floor=loaded.events.start_score)
     assert curve.alerts_per_hour(start) == 0 or start == curve.start_scores[-1]
+
+
+@pytest.mark.parametrize(("start", "expected"), [(1.0, 3600.0), (1.1, 0.0), (5.0, 0.0)])
+def test_past_the_curves_end_no_alert(start: float, expected: float) -> None:
+    """Above every held-out object's score the curve ends: no false alert there, not 'unknown'."""
+    curve = AlertCurve(
+        seconds=1.0,
+        frames=10,
+        clips=2,
+        folds=2,
+        quantiles={},
+        start_scores=(1.0,),
+        alerts=(1,),
+        share_above=(0.1,),
+    )
+    assert curve.alerts_per_hour(start) == pytest.approx(expected)

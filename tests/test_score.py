@@ -159,7 +159,7 @@ def test_camera_without_model_learns_online_then_scores() -> None:
     assert report.stage_errors == {}
     packets.sort(key=lambda p: p.frame.index)
     assert all(p.scores.frame_score == 0.0 for p in packets[:60])  # still learning
-    assert "cam" in models and models["cam"].counts["frames"] + models["cam"].counts["frames_held_out"] == 61
+    assert "cam" in models and models["cam"].counts["frames"] == models["cam"].counts["frames_held_out"] == 61
     fast = [p.scores.object_score[p.scores.track_id == 8][0] for p in packets[-15:]]
     assert min(fast) > 3
 

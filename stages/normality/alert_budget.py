@@ -40,9 +40,12 @@ class AlertCurve:
         return next((i for i, s in enumerate(self.start_scores) if s >= start_score - 1e-9), None)
 
     def alerts_per_hour(self, start_score: float) -> float:
-        """At the lowest grid score at or above `start_score` (NaN past the grid's end or no footage)."""
+        """At the lowest grid score at or above `start_score`; 0 past the grid's end, which lies above
+        every held-out object's score (NaN without footage)."""
+        if self.hours <= 0:
+            return math.nan
         i = self._at(start_score)
-        return self.alerts[i] / self.hours if i is not None and self.hours > 0 else math.nan
+        return self.alerts[i] / self.hours if i is not None else 0.0
 
     def share_at(self, start_score: float) -> float:
         """Share of held-out frames scoring at or above `start_score`; 0 past the grid's end, which lies

@@ -1,18 +1,25 @@
 """Raw score -> calibrated score = -log10(tail probability under normal data).
 
 The empirical survival function of held-out normal raw scores is used up to its 99th percentile;
-above it the tail is an exponential fitted to the excesses (maximum likelihood: mean excess), so
-scores beyond anything seen in training still grow smoothly instead of saturating. Its scale has a
-floor, a share of the body's spread (q99 - q50): 0.1 by default; `BODY_TAIL_FLOOR` = 1 / ln 50 makes
-the tail never steeper than the exponential through the median and the 99th percentile. The fit uses
-that for sustained evidence, whose ~50 held-out tracks leave a handful of excesses over q99, often
-from one or two tracks: a scale guessed from them alone turned values just past the training range
-into scores of 8-10, alerts on normal people of a new clip.
+above it the tail is an exponential, so scores beyond anything seen in training still grow smoothly
+instead of saturating.
+
+Evidence is counted in independent samples, not rows: a held-out track gives dozens of rows that
+are nearly one sample of how the model scores a normal object, so the survival function is
+smoothed with the number of independent held-out groups (tracks), and the exponential's scale is
+the mean excess over the 99th percentile per track, shrunk toward a prior scale by how many tracks
+show an excess (`PRIOR_TRACKS` pseudo-tracks). The prior depends on what the raw score is
+(`TailPrior`): a robust z-score falls no faster than a Laplace whose 90th percentile is 1, a
+-ln p surprise no faster than e^-x, the object's strongest calibrated score (-log10 p) by one decade
+per unit, anything else no faster than the exponential through its median and 99th percentile.
+Little or familiar held-out evidence thus gives scores set by the prior, not by a tail guessed from
+one or two tracks (that turned the 99.9th percentile of 500 frames into "never seen").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import Enum
 
 import numpy as np
 
@@ -21,9 +28,36 @@ from pipeline.errors import ModelError
 MAX_SCORE = 12.0
 TAIL_P = 0.01
 KEEP = 2000
-#: tail-scale floor (share of q99 - q50) of an exponential tail through the median and the 99th
+#: tail scale (share of q99 - q50) of an exponential tail through the median and the 99th
 #: percentile: 1 / ln(0.5 / TAIL_P)
 BODY_TAIL_FLOOR = float(1.0 / np.log(0.5 / TAIL_P))
+#: weight of the prior tail scale, in held-out tracks showing an excess over the 99th percentile
+PRIOR_TRACKS = 2.0
+
+
+class TailPrior(Enum):
+    """What a raw score is, and so the prior scale of its tail beyond the held-out data."""
+
+    #: a robust z-score ((x - median) / (q90 - median)): a Laplace with P(z > 1) = 0.1 has scale 1/ln 5
+    ROBUST_Z = "robust z"
+    #: a surprise -ln p of a categorical probability: P(-ln p >= x) <= e^-x per value, scale 1
+    SURPRISE = "surprise"
+    #: a calibrated score -log10 p (the object's strongest attribute): one decade per unit
+    LOG10_SCORE = "log10 score"
+    #: anything else (a k-NN distance, a prediction error): the exponential through q50 and q99
+    SPREAD = "spread"
+
+    def scale(self, spread: float) -> float:
+        """The prior tail scale in raw units; `spread` = q99 - q50 of the held-out raw scores."""
+        if self is TailPrior.ROBUST_Z:
+            return float(1.0 / np.log(5.0))
+        if self is TailPrior.SURPRISE:
+            return 1.0
+        if self is TailPrior.LOG10_SCORE:
+            return float(1.0 / np.log(10.0))
+        return max(BODY_TAIL_FLOOR * spread, 1e-3)
+
+
 _HUGE = float(np.finfo(np.float64).max)  # q99 placeholder of a column with no fitted calibrator
 
 
@@ -38,19 +72,27 @@ class TailCalibrator:
         self._ranks = np.linspace(0.0, 1.0, len(self.values))  # of the stored quantiles, for `inverse`
 
     @classmethod
-    def fit(cls, raw: np.ndarray, tail_floor: float = 0.1) -> TailCalibrator:
-        """`tail_floor`: the least tail scale, as a share of q99 - q50 (see the module docstring)."""
-        raw = raw[np.isfinite(raw)].astype(np.float64)
-        n = len(raw)
-        if n == 0:
+    def fit(
+        cls, raw: np.ndarray, groups: np.ndarray | None = None, prior: TailPrior = TailPrior.SPREAD
+    ) -> TailCalibrator:
+        """`groups`: each row's independent sample (held-out track), None: every row its own."""
+        raw = np.asarray(raw, np.float64)
+        finite = np.isfinite(raw)
+        groups = np.arange(len(raw)) if groups is None else np.asarray(groups)
+        raw, groups = raw[finite], groups[finite]
+        if len(raw) == 0:
             return cls(np.zeros(0), 0, 1.0)
+        n = len(np.unique(groups))
         q99 = float(np.quantile(raw, 1 - TAIL_P))
-        excess = raw[raw > q99] - q99
-        spread = q99 - float(np.quantile(raw, 0.5))
-        tail_scale = float(excess.mean()) if len(excess) >= 3 else 0.0
-        tail_scale = max(tail_scale, tail_floor * spread, 1e-3)
-        keep = np.quantile(raw, np.linspace(0, 1, KEEP)) if n > KEEP else np.sort(raw)
-        return cls(keep, n, tail_scale)
+        prior_scale = prior.scale(q99 - float(np.quantile(raw, 0.5)))
+        over = raw > q99
+        # mean excess per track, then over tracks: one track's many rows are one sample of the tail
+        tracks, where = np.unique(groups[over], return_inverse=True)
+        per_track = np.bincount(where, raw[over] - q99) / np.maximum(np.bincount(where), 1)
+        k = len(tracks)
+        tail_scale = (float(per_track.sum()) + PRIOR_TRACKS * prior_scale) / (k + PRIOR_TRACKS)
+        keep = np.quantile(raw, np.linspace(0, 1, KEEP)) if len(raw) > KEEP else np.sort(raw)
+        return cls(keep, n, max(tail_scale, 1e-3))
 
     @property
     def fitted(self) -> bool:
@@ -83,7 +125,7 @@ class TailCalibrator:
             return float(np.interp(1.0 - p, self._ranks, self.values))
         # above q99 the score is the larger of the empirical one and the exponential tail's: the raw
         # value is the smaller of the two that reach it (the empirical one only within the data)
-        tail = self.q99 + self.tail_scale * float(np.log(TAIL_P / p))
+        tail = self.q99 + self.tail_scale * float(np.log(_anchor(self.n) / p))
         share_ge = (p * (self.n + 1.0) - 1.0) / self.n  # the inverse of the +1-smoothed survival
         if share_ge < 1.0 / len(self.values):  # rarer than the stored quantiles resolve: the tail only
             return tail
@@ -165,12 +207,18 @@ def _tail_scores(
     scale: np.ndarray | float,
 ) -> np.ndarray:
     """-log10 of the tail probability of `raw`: the share of stored held-out quantiles >= raw (they stand
-    for n values evenly; +1 smoothing) up to the 99th percentile, above it the smaller of that and the
-    fitted exponential tail. The one formula of TailCalibrator and CalibratorTable."""
+    for n independent samples evenly; +1 smoothing) up to the 99th percentile, above it the smaller of
+    that and the exponential tail from the smoothed survival at q99. The one formula of TailCalibrator
+    and CalibratorTable."""
     surv = (share_ge * n + 1.0) / (n + 1.0)
-    tail = TAIL_P * np.exp(-np.maximum(raw - q99, 0.0) / scale)  # used above q99 only
+    tail = _anchor(n) * np.exp(-np.maximum(raw - q99, 0.0) / scale)  # used above q99 only
     surv = np.where(raw > q99, np.minimum(surv, tail), surv)
     return np.clip(-np.log10(np.clip(surv, 1e-300, 1.0)), 0.0, MAX_SCORE)
+
+
+def _anchor(n: np.ndarray | int) -> np.ndarray | float:
+    """The smoothed survival at the 99th percentile of n independent samples: where the tail starts."""
+    return (TAIL_P * n + 1.0) / (n + 1.0)
 
 
 def _unfitted_scores(raw: np.ndarray) -> np.ndarray:

@@ -1,8 +1,12 @@
-"""Fit a camera's normality model from normal footage, and calibrate it on held-out clips.
+"""Fit a camera's normality model from normal footage, and calibrate it on held-out footage.
 
-Held out for calibration: every 5th clip when there are at least five, otherwise the last
-`ScoringConfig.holdout` share of every clip. The parts are built from the rest; raw scores of the
-held-out objects give each attribute's calibrator and the calibrator of the object combination.
+Held out for calibration: every 5th clip when there are at least five (the parts are built from the
+rest). With fewer clips the footage is cross-fitted: each clip is cut into 1 / `ScoringConfig.holdout`
+consecutive time blocks, each block is scored by parts built from all other blocks, and the final
+parts are built from all the footage. Raw scores of the held-out objects give each attribute's
+calibrator and the calibrator of the object combination, with evidence counted in held-out tracks:
+a held-out track the parts also learnt from (it crosses a block's edge) tells how the model scores
+what it has seen, so all such tracks of a block count as one sample (calibration.TailCalibrator).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from pipeline.config import ScoringConfig
@@ -20,9 +25,9 @@ from pipeline.errors import ModelError
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes, SceneGraph
 from stages.normality.attributes import ATTRIBUTES, REGISTRY
 from stages.normality.attributes.base import FitData, FitFrame, Learner, ModelParts
-from stages.normality.calibration import BODY_TAIL_FLOOR, TailCalibrator
+from stages.normality.calibration import TailCalibrator, TailPrior
 from stages.normality.classes import BLOB, UNKNOWN
-from stages.normality.features import TrackMemory, truncated
+from stages.normality.features import UNTRACKED, TrackMemory, truncated
 from stages.normality.grids import DIRECTION_BINS, CountGrid
 from stages.normality.judge import calibrate, raw_scores
 from stages.normality.memory import resolve_device
@@ -50,18 +55,34 @@ class FrameSample:
     scene_graph: SceneGraph | None
 
 
-def split_holdout(samples: list[FrameSample], share: float) -> tuple[list[FrameSample], list[FrameSample]]:
+@dataclass(frozen=True)
+class Fold:
+    """Frames the parts are built from and frames scored by them for calibration."""
+
+    fit: list[FrameSample]
+    held_out: list[FrameSample]
+
+
+def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
+    """Every 5th clip held out when there are five or more; else round(1 / share) folds, fold i holding
+    out the i-th of as many consecutive time blocks of every clip (equal frame counts)."""
     clips = sorted({s.clip for s in samples})
     if len(clips) >= 5:
         held = {c for i, c in enumerate(clips) if i % 5 == 4}
-        return [s for s in samples if s.clip not in held], [s for s in samples if s.clip in held]
-    fit, hold = [], []
-    for c in clips:
-        clip = sorted((s for s in samples if s.clip == c), key=lambda s: s.pts)
-        cut = max(1, round(len(clip) * (1 - share)))
-        fit += clip[:cut]
-        hold += clip[cut:]
-    return fit, hold
+        return [Fold([s for s in samples if s.clip not in held], [s for s in samples if s.clip in held])]
+    k = max(2, round(1.0 / share))
+    blocks: list[list[list[FrameSample]]] = [[] for _ in range(k)]  # fold -> clip -> frames
+    for clip in _by_clip(samples).values():
+        edges = np.linspace(0, len(clip), k + 1).round().astype(int)
+        for i in range(k):
+            blocks[i].append(clip[edges[i] : edges[i + 1]])
+    folds = []
+    for i in range(k):
+        held_out = [s for part in blocks[i] for s in part]
+        fit = [s for j in range(k) if j != i for part in blocks[j] for s in part]
+        if held_out and fit:
+            folds.append(Fold(fit, held_out))
+    return folds
 
 
 def _by_clip(samples: list[FrameSample]) -> dict[str, list[FrameSample]]:
@@ -82,20 +103,97 @@ def fit_normality(
     if len(cameras) != 1:
         raise ModelError(f"fit: samples of several cameras {cameras}; fit one camera at a time")
     rows, cols = grid or (6, 8)
-    cells = rows * cols
     names = samples[0].attributes.class_names
+    device = resolve_device(config.device)
+    folds = calibration_folds(samples, config.holdout)
+    if not folds or not any(f.held_out for f in folds):
+        raise ModelError("fit: too little footage to hold out any frames for calibration")
+    cross_fitted = len(folds) > 1
+    final_fit = samples if cross_fitted else folds[0].fit
+
+    raws: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    starts: list[int] = []  # index in `raws` where each held-out stretch starts (no track carries over)
+    group_keys: dict[tuple[int, str, int], int] = {}
+    model = _build(samples[0].camera, final_fit, config, seed, (rows, cols), names, device)
+    for f, fold in enumerate(folds):
+        fold_model = model
+        if cross_fitted:
+            fold_model = _build(samples[0].camera, fold.fit, config, seed, (rows, cols), names, device)
+        seen = {(s.clip, int(t)) for s in fold.fit for t in s.attributes.track_id.tolist()}
+        for clip in tqdm(_by_clip(fold.held_out).values(), desc="fit: calibration", unit="clip"):
+            memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+            starts.append(len(raws))
+            for s in clip:
+                hist = memory.update(s.attributes, s.pts)
+                if not len(s.attributes):
+                    continue
+                size = (s.height, s.width)
+                a = s.attributes
+                raws.append(raw_scores(fold_model, a, s.scene_graph, hist, config.knn_k, frame_size=size))
+                ids.append(a.track_id.astype(np.int64))
+                groups.append(_sample_groups(group_keys, f, s.clip, a.track_id, a.is_blob, seen))
+    raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
+    group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    model.calibrators = {
+        a: TailCalibrator.fit(raw[:, j], group, REGISTRY[a].tail_prior) for j, a in enumerate(ATTRIBUTES)
+    }
+    sustained = _calibrate_sustained(model, raws, ids, groups, starts, config)
+    model.counts["frames"] = len(final_fit)
+    model.counts["frames_held_out"] = sum(len(f.held_out) for f in folds)
+    model.counts["calibration_folds"] = len(folds)
+    model.counts["objects_held_out"] = len(raw)
+    model.counts["held_out_samples"] = len(np.unique(group))
+    if len(raw) > HOLDOUT_ROWS:
+        keep = np.sort(np.random.default_rng(seed).choice(len(raw), HOLDOUT_ROWS, replace=False))
+        raw, sustained, group = raw[keep], sustained[keep], group[keep]
+    model.holdout_raw = raw
+    model.holdout_sustained = sustained
+    model.holdout_groups = group
+    return model
+
+
+def _sample_groups(
+    keys: dict[tuple[int, str, int], int],
+    fold: int,
+    clip: str,
+    track_id: np.ndarray,
+    is_blob: np.ndarray,
+    seen: set[tuple[str, int]],
+) -> np.ndarray:
+    """Each held-out row's independent sample: its track in this fold; untracked rows and moving
+    regions one per (fold, clip); tracks the fold's parts learnt from all one per (fold, clip)."""
+    out = np.empty(len(track_id), np.int64)
+    for i, (t, blob) in enumerate(zip(track_id.tolist(), is_blob.tolist(), strict=True)):
+        if blob or t == UNTRACKED:
+            key = (fold, clip, UNTRACKED)
+        elif (clip, t) in seen:
+            key = (fold, clip, UNTRACKED - 1)
+        else:
+            key = (fold, clip, int(t))
+        out[i] = keys.setdefault(key, len(keys))
+    return out
+
+
+def _build(
+    camera: str,
+    samples: list[FrameSample],
+    config: ScoringConfig,
+    seed: int,
+    grid: tuple[int, int],
+    names: tuple[str, ...],
+    device: torch.device,
+) -> NormalityModel:
+    """An uncalibrated model: every registered attribute's parts, learnt from `samples`."""
+    rows, cols = grid
+    cells = rows * cols
     class_names = (*names, BLOB, UNKNOWN)
     k_all = len(class_names)
-    device = resolve_device(config.device)
-    fit_part, hold_part = split_holdout(samples, config.holdout)
-    if not hold_part:
-        raise ModelError("fit: too little footage to hold out any frames for calibration")
-
-    # ---- pass 1: every attribute gathers what it learns from the fit part -------------------------
     learners: list[Learner] = [lr for a in REGISTRY.values() if (lr := a.learner()) is not None]
     shared: dict[str, list[np.ndarray]] = defaultdict(list)  # per object: where, what, cut by the edge
     shell = NormalityModel(
-        samples[0].camera,
+        camera,
         class_names,
         (rows, cols),
         {},
@@ -110,7 +208,7 @@ def fit_normality(
         {},  # type: ignore[arg-type]
     )
     n_objects = 0
-    for clip in tqdm(_by_clip(fit_part).values(), desc="fit: statistics", unit="clip"):
+    for clip in tqdm(_by_clip(samples).values(), desc="fit: statistics", unit="clip"):
         memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
         for s in clip:
             a = s.attributes
@@ -144,14 +242,13 @@ def fit_normality(
     if parts.triplets is None or parts.dynamics is None:
         raise ModelError("fit: the registered attributes build no triplet statistics or dynamics predictor")
 
-    model = NormalityModel(
-        camera=samples[0].camera,
+    return NormalityModel(
+        camera=camera,
         class_names=class_names,
         grid=(rows, cols),
         config=config.model_dump(mode="json"),
         counts={
-            "frames": len(fit_part),
-            "frames_held_out": len(hold_part),
+            "frames": len(samples),
             "objects": n_objects,
             "clips": len({s.clip for s in samples}),
             **dict(sorted(parts.counts.items())),
@@ -165,36 +262,12 @@ def fit_normality(
         dynamics=parts.dynamics,
     )
 
-    # ---- pass 2: calibrate on the held-out part ---------------------------------------------------
-    raws: list[np.ndarray] = []
-    ids: list[np.ndarray] = []
-    starts: list[int] = []  # index in `raws` where each held-out clip starts
-    for clip in tqdm(_by_clip(hold_part).values(), desc="fit: calibration", unit="clip"):
-        memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
-        starts.append(len(raws))
-        for s in clip:
-            hist = memory.update(s.attributes, s.pts)
-            if len(s.attributes):
-                size = (s.height, s.width)
-                scores = raw_scores(model, s.attributes, s.scene_graph, hist, config.knn_k, frame_size=size)
-                raws.append(scores)
-                ids.append(s.attributes.track_id.astype(np.int64))
-    raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
-    model.calibrators = {a: TailCalibrator.fit(raw[:, j]) for j, a in enumerate(ATTRIBUTES)}
-    sustained = _calibrate_sustained(model, raws, ids, starts, config)
-    if len(raw) > HOLDOUT_ROWS:
-        keep = np.sort(np.random.default_rng(seed).choice(len(raw), HOLDOUT_ROWS, replace=False))
-        raw, sustained = raw[keep], sustained[keep]
-    model.holdout_raw = raw
-    model.holdout_sustained = sustained
-    model.counts["objects_held_out"] = len(raws and np.concatenate(raws))
-    return model
-
 
 def _calibrate_sustained(
     model: NormalityModel,
     raws: list[np.ndarray],
     ids: list[np.ndarray],
+    groups: list[np.ndarray],
     starts: list[int],
     config: ScoringConfig,
 ) -> np.ndarray:
@@ -211,14 +284,9 @@ def _calibrate_sustained(
             evidence = SustainedEvidence(config.sustained_frames, config.sustained_min_frames)
         out.append(evidence(t, calibrate(model, r, ATTRIBUTES)))
     values = np.concatenate(out) if out else np.zeros((0, len(ATTRIBUTES)))
+    group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     # a track's frames are nearly one sample of its sustained evidence: count tracks, not rows
-    clip_of = np.searchsorted(np.array(starts), np.arange(len(out)), side="right") - 1
-    tracks = {
-        (int(clip_of[f]), t)
-        for f, (r, ids_f) in enumerate(zip(out, ids, strict=True))
-        for t, ok in zip(ids_f.tolist(), np.isfinite(r).any(axis=1).tolist(), strict=True)
-        if ok
-    }
+    tracks = np.unique(group[np.isfinite(values).any(axis=1)])
     model.counts["sustained_tracks"] = len(tracks)
     if len(tracks) < MIN_SUSTAINED_TRACKS:
         log.warning(
@@ -228,9 +296,9 @@ def _calibrate_sustained(
         return np.full((rows, len(ATTRIBUTES)), np.nan)
     model.sustained_window = config.sustained_frames
     model.sustained_min_frames = config.sustained_min_frames
-    # ~50 held-out tracks: the few excesses over q99 cannot tell the tail's scale; no steeper than the body's
+    # a mean over a track's frames: its tail is judged as a spread (no steeper than the body's)
     model.sustained_calibrators = {
-        a: TailCalibrator.fit(values[:, j], BODY_TAIL_FLOOR)
+        a: TailCalibrator.fit(values[:, j], group, TailPrior.SPREAD)
         for j, a in enumerate(ATTRIBUTES)
         if a in SUSTAINED_ATTRIBUTES
     }

@@ -20,7 +20,7 @@ import torch
 from pipeline.errors import ModelError
 from stages.normality.alert_budget import AlertCurve
 from stages.normality.attributes import ATTRIBUTES, REGISTRY
-from stages.normality.calibration import TailCalibrator
+from stages.normality.calibration import TailCalibrator, TailPrior
 from stages.normality.classes import BLOB, UNKNOWN
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.grids import CountGrid, QuantileGrid
@@ -28,8 +28,9 @@ from stages.normality.memory import MemoryBank, OneBlasThread, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
-VERSION = 4  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
-# 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed)
+VERSION = 5  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
+# 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed);
+# 5: calibrators count held-out tracks (holdout_groups) and shrink their tails toward a prior
 
 #: the model parts the attributes own, by name, in the order of the registry (the file's entries)
 QUANTITIES = tuple(q for a in REGISTRY.values() for q in a.quantities)
@@ -52,6 +53,8 @@ class NormalityModel:
     dynamics: DynamicsPredictor
     calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
     holdout_raw: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
+    #: each held-out row's independent sample (its track; stages.normality.fit); empty: every row its own
+    holdout_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: sustained evidence (stages.normality.sustained): its window and minimum applicable frames
     #: (window 0: none), one calibrator per attribute, and the held-out rows' values (NaN: too young)
     sustained_window: int = 0
@@ -127,7 +130,8 @@ class NormalityModel:
         scores = calibrate(self, self.holdout_raw[:, idx], attributes)
         if self.sustained_window and len(self.holdout_sustained) == len(scores):
             scores = np.fmax(scores, calibrate_sustained(self, self.holdout_sustained[:, idx], attributes))
-        return TailCalibrator.fit(combine(scores, how))
+        groups = self.holdout_groups if len(self.holdout_groups) == len(scores) else None
+        return TailCalibrator.fit(combine(scores, how), groups, TailPrior.LOG10_SCORE)
 
     # ---------------------------------------------------------------------------------------------
     # persistence
@@ -165,6 +169,7 @@ class NormalityModel:
         arrays.update(self.triplets.to_arrays("triplets"))
         arrays.update(self.dynamics.to_arrays("dynamics"))
         arrays["holdout_raw"] = self.holdout_raw
+        arrays["holdout_groups"] = self.holdout_groups
         for name, cal in self.calibrators.items():
             arrays.update(cal.to_arrays(f"cal.{name}"))
         arrays["holdout_sustained"] = self.holdout_sustained
@@ -210,6 +215,7 @@ class NormalityModel:
                 dynamics=DynamicsPredictor.from_arrays(arrays, "dynamics", dev),
                 calibrators={c: TailCalibrator.from_arrays(arrays, f"cal.{c}") for c in ATTRIBUTES},
                 holdout_raw=arrays["holdout_raw"],
+                holdout_groups=arrays["holdout_groups"],
                 sustained_window=int(meta["sustained"]["window"]),
                 sustained_min_frames=int(meta["sustained"]["min_frames"]),
                 sustained_calibrators={

@@ -20,6 +20,7 @@ import torch
 from pipeline.config import ScoringConfig
 from pipeline.errors import ModelError
 from pipeline.packets import ObjectAttributes, Reason, SceneGraph
+from stages.normality.calibration import TailPrior
 from stages.normality.features import HistoryFeatures
 from stages.normality.grids import CountGrid, QuantileGrid
 
@@ -236,6 +237,8 @@ class Attribute(ABC):
     bank: str | None = None
     #: why `absorb_normal` is not supported (None where it is)
     no_feedback: str | None = None
+    #: what the raw score is, for the prior of its calibrator's tail (calibration.TailPrior)
+    tail_prior: TailPrior = TailPrior.SPREAD
 
     def learner(self) -> Learner | None:
         """A fresh learner for one fit; None: nothing of its own in the model (judged by its calibrator)."""

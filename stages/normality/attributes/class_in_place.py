@@ -16,11 +16,13 @@ from stages.normality.attributes.base import (
     ObjectView,
     check_weight,
 )
+from stages.normality.calibration import TailPrior
 from stages.normality.grids import CountGrid, smooth_spatially
 
 
 class ClassInPlace(Attribute):
     name = "class_in_place"
+    tail_prior = TailPrior.SURPRISE
     inputs = frozenset({Input.BOX})
     geometric = False  # a box cut by the frame edge still shows its class and roughly its place
     sustained = False  # what and where an object is persists by nature: a track's mean adds nothing

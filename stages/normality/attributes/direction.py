@@ -19,6 +19,7 @@ from stages.normality.attributes.base import (
     ObjectView,
     check_weight,
 )
+from stages.normality.calibration import TailPrior
 from stages.normality.grids import DIRECTION_BINS, direction_bin, smooth_spatially
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def direction_probability(
 
 class Direction(Attribute):
     name = "direction"
+    tail_prior = TailPrior.SURPRISE
     inputs = frozenset({Input.BOX, Input.TRACK})
     geometric = True
     sustained = True

@@ -18,12 +18,14 @@ from stages.normality.attributes.base import (
     ObjectView,
     check_weight,
 )
+from stages.normality.calibration import TailPrior
 from stages.normality.classes import BLOB
 from stages.normality.triplets import TripletStats
 
 
 class Relations(Attribute):
     name = "relations"
+    tail_prior = TailPrior.SURPRISE
     inputs = frozenset({Input.BOX, Input.SCENE_GRAPH})
     geometric = False
     sustained = False  # two objects walking together keep their relation: a track's mean adds nothing

@@ -17,11 +17,13 @@ from stages.normality.attributes.base import (
     ObjectView,
 )
 from stages.normality.attributes.quantities import QUANTILE_TABLES
+from stages.normality.calibration import TailPrior
 from stages.normality.grids import Q50, Q99
 
 
 class ScaleChange(Attribute):
     name = "scale_change"
+    tail_prior = TailPrior.ROBUST_Z
     inputs = frozenset({Input.BOX, Input.TRACK})
     geometric = True
     sustained = True

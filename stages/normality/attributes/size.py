@@ -17,12 +17,14 @@ from stages.normality.attributes.base import (
     ObjectView,
 )
 from stages.normality.attributes.quantities import QUANTILE_TABLES
+from stages.normality.calibration import TailPrior
 from stages.normality.features import entangled
 from stages.normality.grids import Q50
 
 
 class Size(Attribute):
     name = "size"
+    tail_prior = TailPrior.ROBUST_Z
     inputs = frozenset({Input.BOX})
     geometric = True
     sustained = False  # an object's size persists: a track's mean adds nothing

@@ -18,11 +18,13 @@ from stages.normality.attributes.base import (
     PathSpeed,
 )
 from stages.normality.attributes.quantities import QUANTILE_TABLES
+from stages.normality.calibration import TailPrior
 from stages.normality.grids import Q50, Q99
 
 
 class Speed(Attribute):
     name = "speed"
+    tail_prior = TailPrior.ROBUST_Z
     inputs = frozenset({Input.BOX, Input.TRACK})
     geometric = True
     sustained = True

@@ -17,6 +17,7 @@ from stages.normality.attributes.base import (
     ObjectView,
 )
 from stages.normality.attributes.quantities import QUANTILE_TABLES
+from stages.normality.calibration import TailPrior
 from stages.normality.grids import Q99
 
 
@@ -27,6 +28,7 @@ def log_area(height: np.ndarray, aspect: np.ndarray) -> np.ndarray:
 
 class UnexplainedMotion(Attribute):
     name = "unexplained_motion"
+    tail_prior = TailPrior.ROBUST_Z
     inputs = frozenset({Input.FLOW})
     geometric = False
     sustained = False  # moving regions have no track
