@@ -1,10 +1,11 @@
 """Fit a camera's normality model from normal footage, and calibrate it on held-out footage.
 
 Held out for calibration: every 5th clip when there are at least five (the parts are built from the
-rest). With fewer clips the footage is cross-fitted: each clip is cut into 1 / `ScoringConfig.holdout`
-consecutive time blocks, each block is scored by parts built from all other blocks, and the final
-parts are built from all the footage. Raw scores of the held-out objects give each attribute's
-calibrator and the calibrator of the object combination, with evidence counted in held-out tracks:
+rest). With fewer clips the footage is cross-fitted, and the final parts are built from all of it:
+two to four clips are each scored by parts built from the others; a single clip is cut into
+1 / `ScoringConfig.holdout` consecutive time blocks, each scored by parts built from the others.
+Raw scores of the held-out objects give each attribute's calibrator and the calibrator of the
+object combination, with evidence counted in held-out tracks:
 a held-out track the parts also learnt from (it crosses a block's edge) tells how the model scores
 what it has seen, so all such tracks of a block count as one sample (calibration.TailCalibrator).
 """
@@ -64,22 +65,23 @@ class Fold:
 
 
 def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
-    """Every 5th clip held out when there are five or more; else round(1 / share) folds, fold i holding
-    out the i-th of as many consecutive time blocks of every clip (equal frame counts)."""
-    clips = sorted({s.clip for s in samples})
+    """Every 5th clip held out when there are five or more (one fold). Two to four clips: each clip
+    held out in turn (leave one clip out). One clip: round(1 / share) consecutive time blocks of equal
+    frame counts, each held out in turn."""
+    by_clip = _by_clip(samples)
+    clips = sorted(by_clip)
     if len(clips) >= 5:
         held = {c for i, c in enumerate(clips) if i % 5 == 4}
         return [Fold([s for s in samples if s.clip not in held], [s for s in samples if s.clip in held])]
+    if len(clips) > 1:
+        return [Fold([s for c in clips if c != h for s in by_clip[c]], list(by_clip[h])) for h in clips]
+    clip = by_clip[clips[0]]
     k = max(2, round(1.0 / share))
-    blocks: list[list[list[FrameSample]]] = [[] for _ in range(k)]  # fold -> clip -> frames
-    for clip in _by_clip(samples).values():
-        edges = np.linspace(0, len(clip), k + 1).round().astype(int)
-        for i in range(k):
-            blocks[i].append(clip[edges[i] : edges[i + 1]])
+    edges = np.linspace(0, len(clip), k + 1).round().astype(int)
     folds = []
     for i in range(k):
-        held_out = [s for part in blocks[i] for s in part]
-        fit = [s for j in range(k) if j != i for part in blocks[j] for s in part]
+        held_out = clip[edges[i] : edges[i + 1]]
+        fit = clip[: edges[i]] + clip[edges[i + 1] :]
         if held_out and fit:
             folds.append(Fold(fit, held_out))
     return folds
