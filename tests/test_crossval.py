@@ -11,6 +11,7 @@ from synthetic import FPS, Walker, frame_sample, normal_clip, normal_footage
 
 from pipeline.config import EventsConfig, ScoringConfig, VigilConfig
 from pipeline.errors import ModelError
+from stages.events import budget_start_score
 from stages.normality.alert_budget import AlertCurve
 from stages.normality.crossval import cross_validate, folds_of, time_blocks
 from stages.normality.learn import estimate_false_alerts
@@ -119,7 +120,6 @@ def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
     """Real perception over three Ped2 training clips, cross-validated by `vigil fit`, kept in the model."""
     from pipeline.cli import main
     from pipeline.configfile import load_config
-    from stages.factory import alert_start_scores
     from stages.normality import NormalityModel
 
     config = tmp_path / "config.yaml"
@@ -136,7 +136,7 @@ def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
     assert curve.seconds == pytest.approx(12.0, rel=0.05)  # 40 frames at 10 fps, three times
     assert "false alerts/hour at score 3" in capsys.readouterr().err
     loaded = load_config(config)
-    start = alert_start_scores(loaded, {"walkway": model})["walkway"]
+    start = budget_start_score(loaded.events, "walkway", curve)
     assert start >= loaded.events.start_score
     assert start == curve.threshold_for(0.0, floor=loaded.events.start_score)
     assert curve.alerts_per_hour(start) == 0 or start == curve.start_scores[-1]
