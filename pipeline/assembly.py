@@ -25,6 +25,7 @@ from pipeline.graph import build_graph
 from pipeline.http import HealthProbe, MetricsServer
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
+from pipeline.model_store import ModelStore
 from pipeline.packets import FramePacket
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
@@ -52,15 +53,19 @@ def stale_settings(model: NormalityModel, config: VigilConfig) -> list[str]:
 
 
 def load_models(config: VigilConfig, cameras: Sequence[CameraConfig]) -> dict[str, NormalityModel]:
-    """Each camera's normality model: `camera.model` (must exist) or <models_dir>/<name>.npz (if fitted)."""
+    """Each camera's normality model: `camera.model` (must exist) or <models_dir>/<name>.npz (if fitted,
+    or learnt during an earlier run's warm-up)."""
     from stages.normality import NormalityModel
 
+    store = ModelStore(config, cameras)
     models: dict[str, NormalityModel] = {}
     for camera in cameras:
-        path = camera.model or config.scoring.models_dir / f"{camera.name}.npz"
+        path = store.path(camera.name)
         if camera.model is None and not path.exists():
             log.warning(
-                "no normality model: detection only, no anomaly scores (fit one with `vigil fit`)",
+                "no normality model yet: it is learnt online during warm-up and saved there"
+                if config.scoring.warmup_s > 0
+                else "no normality model: detection only, no anomaly scores (fit one with `vigil fit`)",
                 extra=fields(camera=camera.name, expected=str(path)),
             )
             continue
@@ -82,11 +87,16 @@ def perception_stages(config: VigilConfig) -> list[Stage]:
     return from_factory(config)
 
 
-def analysis_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
-    """The whole graph for these models (camera name, or "*" for every camera -> model)."""
+def analysis_stages(
+    config: VigilConfig,
+    models: dict[str, NormalityModel] | None,
+    save: Callable[[NormalityModel], object] | None = None,
+) -> list[Stage]:
+    """The whole graph for these models (camera name, or "*" for every camera -> model); `save` keeps
+    a model a camera learnt during warm-up (None: it lives in memory only)."""
     from stages.factory import build_stages
 
-    return list(build_stages(config, models))
+    return list(build_stages(config, models, save))
 
 
 def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
@@ -99,7 +109,7 @@ def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None
 def camera_stages(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[Stage]:
     """The cameras' graph; with no normality model for any camera, perception only (see stages.factory)."""
     models = load_models(config, cameras)  # before anything starts: a bad model file fails at once
-    return analysis_stages(config, models or None)
+    return analysis_stages(config, models or None, save=ModelStore(config, cameras).save)
 
 
 # ---- sources and runner --------------------------------------------------------------------------

@@ -371,8 +371,8 @@ class ScoringConfig(Section):
         3,
         ge=0,
         le=50,
-        description="folds of whole normal clips for the false-alert estimate `vigil fit` measures "
-        "(0: off; fewer clips than folds: one clip per fold)",
+        description="folds of whole normal clips for the false-alert estimate `vigil fit` and warm-up "
+        "measure (0: off; fewer clips than folds: one clip per fold; one clip: cut into this many stretches)",
     )
     device: str = Field("cpu", pattern=r"^(cpu|cuda|cuda:\d+|auto)$")
     attributes: list[str] | None = Field(None, description="judged attributes (ablation); None: all")

@@ -3,7 +3,8 @@
 The real perception graph (decode -> detect -> pose -> appearance -> flow -> attributes -> scene
 graph, from the composition root) runs over the files through the real runner in lossless replay
 mode; every analysed frame becomes a FrameSample, and `fit_normality` builds and calibrates the
-model from them. `vigil fit` and `vigil eval` both fit this way.
+model from them (`stages.normality.learn`: the same way a camera's warm-up learns). `vigil fit` and
+`vigil eval` both fit this way.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from pipeline import assembly
-from pipeline.config import VigilConfig, perception_settings
+from pipeline.config import VigilConfig
 from pipeline.errors import SourceError
+from pipeline.model_store import ModelStore
 from pipeline.packets import FramePacket
 from pipeline.runner import RunnerOptions
 from pipeline.sources.base import Source
@@ -27,7 +29,6 @@ from pipeline.stage import Stage
 
 if TYPE_CHECKING:
     from stages.normality import FrameSample, NormalityModel
-    from stages.normality.alert_budget import AlertCurve
 
 log = logging.getLogger("vigil.fit")
 
@@ -121,40 +122,13 @@ def fit_camera(
     seed: int = 0,
     max_frames: int | None = None,
 ) -> NormalityModel:
-    from stages.normality import fit_normality
+    """The camera's model from normal footage files, learnt as a warm-up learns it (`learn_model`)."""
+    from stages.normality.learn import learn_model
 
     samples = collect_samples(config, camera, files, max_frames)
-    model = fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
-    model.perception = perception_settings(config)
-    model.false_alerts = estimate_false_alerts(config, samples, seed)
-    return model
-
-
-def estimate_false_alerts(
-    config: VigilConfig, samples: Sequence[FrameSample], seed: int
-) -> AlertCurve | None:
-    """Cross-validation over the normal clips, on the perception already computed (None: one clip, or
-    `scoring.crossval_folds` 0)."""
-    from stages.normality.crossval import MIN_CLIPS, cross_validate
-
-    clips = len({s.clip for s in samples})
-    if config.scoring.crossval_folds == 0 or clips < MIN_CLIPS:
-        log.warning(
-            "no false-alert estimate: it needs two or more normal clips and scoring.crossval_folds > 0",
-            extra={"clips": clips, "folds": config.scoring.crossval_folds},
-        )
-        return None
-    estimate = cross_validate(
-        samples, config.scoring, seed, grid=config.attributes.grid, folds=config.scoring.crossval_folds
-    )
-    return estimate.curve(config.events)
+    return learn_model(config, samples, seed, how="vigil fit")
 
 
 def model_path(config: VigilConfig, camera: str, out: str | None) -> Path:
     """Where a camera's model goes: `out`, else the camera's `model`, else <models_dir>/<camera>.npz."""
-    if out:
-        return Path(out)
-    for c in config.cameras:
-        if c.name == camera and c.model is not None:
-            return c.model
-    return config.scoring.models_dir / f"{camera}.npz"
+    return Path(out) if out else ModelStore(config).path(camera)

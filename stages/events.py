@@ -22,14 +22,21 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import EventsConfig
 from pipeline.logs import fields
 from pipeline.packets import Event, Explanations, FramePacket, ObjectAttributes, Reason, Scores, SourceEvent
 from pipeline.stage import Stage
 from stages.media import MEDIA_ERRORS, Box, CameraClips, draw_snapshot, write_jpeg
+from stages.score import model_for
+
+if TYPE_CHECKING:
+    from stages.normality.alert_budget import AlertCurve
+    from stages.normality.model import NormalityModel
 
 log = logging.getLogger("vigil.events")
 
@@ -259,28 +266,58 @@ def with_start_score(config: EventsConfig, start: float) -> EventsConfig:
     return config.model_copy(update={"start_score": start, "end_score": max(0.0, start - gap)})
 
 
+def budget_start_score(config: EventsConfig, camera: str, curve: AlertCurve | None) -> float:
+    """The camera's start score under `events.alerts_per_hour`: what the budget gives on the false alerts
+    its model measured on held-out normal footage (`config.start_score` without a budget or a curve)."""
+    budget = config.alerts_per_hour
+    if budget is None:
+        return config.start_score
+    if curve is None:
+        log.warning(
+            "events.alerts_per_hour: this model has no false-alert estimate (re-run `vigil fit` with "
+            "scoring.crossval_folds > 0); the start score stays events.start_score",
+            extra=fields(camera=camera, start_score=config.start_score),
+        )
+        return config.start_score
+    start = curve.threshold_for(budget, floor=config.start_score)
+    log.info(
+        "alert budget",
+        extra=fields(camera=camera, alerts_per_hour=budget, start_score=start, estimate=curve.summary(start)),
+    )
+    return start
+
+
 class EventStage(Stage):
+    """Events from the scored, explained objects of each camera (see the module docstring).
+
+    With `events.alerts_per_hour`, a camera's start score is what the budget gives on its model's
+    false-alert estimate (`budget_start_score`); `models` is the mapping the score stage fills, read
+    when a camera is added and again whenever its model changes (one learnt during warm-up arrives
+    while the camera runs). The end score keeps its gap below the start score.
+    """
+
     name = "events"
     interpreter_bound = True
     needs = ("frame", "attributes", "scores", "explanations")
     provides = ("events",)
 
     def __init__(
-        self, config: EventsConfig, max_trajectory: int = 256, start_scores: dict[str, float] | None = None
+        self,
+        config: EventsConfig,
+        max_trajectory: int = 256,
+        models: Mapping[str, NormalityModel] | None = None,
     ) -> None:
-        """`start_scores`: per camera, a start score that replaces `config.start_score` (the alert budget
-        of `events.alerts_per_hour` on that camera's model); the end score keeps its gap below it."""
         self.config = config
         self.max_trajectory = max_trajectory
-        self.start_scores = dict(start_scores or {})
+        self.models: Mapping[str, NormalityModel] = {} if models is None else models
+        self._budgeted: dict[str, NormalityModel | None] = {}  # the model each tracker's config is for
         self._trackers: dict[str, EventTracker] = {}
         self._clips: dict[str, CameraClips] = {}
         self._pending: list[Event] = []
 
     def on_source_added(self, event: SourceEvent) -> None:
-        self._trackers[event.camera] = EventTracker(
-            event.camera, self.config_for(event.camera), self.max_trajectory
-        )
+        self._trackers[event.camera] = EventTracker(event.camera, self.config, self.max_trajectory)
+        self._follow_model(event.camera)
         if self.config.clips:
             self._clips[event.camera] = CameraClips(
                 event.camera,
@@ -290,11 +327,20 @@ class EventStage(Stage):
                 max_height=self.config.clip_max_height,
             )
 
-    def config_for(self, camera: str) -> EventsConfig:
-        start = self.start_scores.get(camera)
-        if start is None or start == self.config.start_score:
-            return self.config
-        return with_start_score(self.config, start)
+    def _follow_model(self, camera: str) -> None:
+        """Set the camera's start score from its model's false-alert estimate if the model changed."""
+        model = model_for(self.models, camera)
+        if camera in self._budgeted and self._budgeted[camera] is model:
+            return
+        self._budgeted[camera] = model
+        # no model yet (warm-up; its scores stay 0 meanwhile): nothing to budget on
+        start = (
+            self.config.start_score
+            if model is None
+            else budget_start_score(self.config, camera, model.false_alerts)
+        )
+        config = self.config if start == self.config.start_score else with_start_score(self.config, start)
+        self._trackers[camera].config = config
 
     def on_source_eos(self, event: SourceEvent) -> None:
         self._pending.extend(self._close_camera(event.camera))
@@ -319,6 +365,7 @@ class EventStage(Stage):
         if tracker is None:  # frames without an 'added' message (direct use): create state lazily
             self.on_source_added(SourceEvent(frame.camera, "added", frame.width, frame.height, frame.fps))
             tracker = self._trackers[frame.camera]
+        self._follow_model(frame.camera)
         clips = self._clips.get(frame.camera)
         if clips is not None:
             for path in clips.push(frame):
@@ -370,6 +417,7 @@ class EventStage(Stage):
 
     def _close_camera(self, camera: str) -> list[Event]:
         tracker = self._trackers.pop(camera, None)
+        self._budgeted.pop(camera, None)
         ended = tracker.end_all() if tracker is not None else []
         clips = self._clips.pop(camera, None)
         if clips is not None:

@@ -27,7 +27,7 @@ from stages.normality.attributes import REGISTRY, attribute
 from stages.normality.attributes.base import ObjectView, PathSpeed
 from stages.normality.grids import Q50, Q99
 from stages.normality.model import NormalityModel
-from stages.score import ANY_CAMERA, TrackSmoother
+from stages.score import TrackSmoother, model_for
 
 MAX_REASONS = 5
 #: an attribute scoring under this (-log10 p: one normal object in ten scores higher) is nothing unusual
@@ -145,7 +145,7 @@ class ExplainStage(Stage):
     def process(self, packet: FramePacket) -> None:
         attrs, scores = packet.attributes, packet.scores
         assert attrs is not None and scores is not None
-        model = self.models.get(packet.frame.camera, self.models.get(ANY_CAMERA))
+        model = model_for(self.models, packet.frame.camera)
         if model is None:
             packet.explanations = Explanations(())
             return

@@ -7,14 +7,13 @@ stages by what they need and provide.
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
+from functools import partial
 
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 from stages.normality import NormalityModel
-
-log = logging.getLogger("vigil.stages")
 
 
 def perception_stages(config: VigilConfig) -> list[Stage]:
@@ -45,7 +44,11 @@ def perception_stages(config: VigilConfig) -> list[Stage]:
     return stages
 
 
-def build_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
+def build_stages(
+    config: VigilConfig,
+    models: dict[str, NormalityModel] | None,
+    save: Callable[[NormalityModel], object] | None = None,
+) -> list[Stage]:
     """The whole graph.
 
     Cameras without a model learn online for `scoring.warmup_s`, then alert; with warm-up off
@@ -54,46 +57,28 @@ def build_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) 
     stages = perception_stages(config)
     if not models and config.scoring.warmup_s <= 0:
         return stages
-    return [*stages, *scoring_stages(config, models)]
+    return [*stages, *scoring_stages(config, models, save)]
 
 
-def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
-    """score -> explain -> events: what runs after the scene graph (alone: `vigil eval --from-cache`)."""
-    models = {} if models is None else models  # shared with explain: warm-up adds to it
+def scoring_stages(
+    config: VigilConfig,
+    models: dict[str, NormalityModel] | None,
+    save: Callable[[NormalityModel], object] | None = None,
+) -> list[Stage]:
+    """score -> explain -> events: what runs after the scene graph (alone: `vigil eval --from-cache`).
+
+    A camera without a model learns it during warm-up the way `vigil fit` does (`learn_model`); `save`
+    keeps it (the composition root's ModelStore), and explain and events find it in `models`."""
+    models = {} if models is None else models  # shared with explain and events: warm-up adds to it
     from stages.events import EventStage
     from stages.explain import ExplainStage
+    from stages.normality.learn import learn_model
     from stages.score import ScoreStage
 
     return [
-        ScoreStage(models, config.scoring, grid=config.attributes.grid),
+        ScoreStage(
+            models, config.scoring, learn=partial(learn_model, config, seed=0, how="warm-up"), save=save
+        ),
         ExplainStage(models, config.scoring),
-        EventStage(config.events, start_scores=alert_start_scores(config, models)),
+        EventStage(config.events, models=models),
     ]
-
-
-def alert_start_scores(config: VigilConfig, models: dict[str, NormalityModel]) -> dict[str, float]:
-    """Each camera's start score under `events.alerts_per_hour`: what the budget gives on the false
-    alerts its model measured on held-out normal footage (empty when no budget is set)."""
-    budget = config.events.alerts_per_hour
-    if budget is None:
-        return {}
-    out: dict[str, float] = {}
-    for camera, model in models.items():
-        if model.false_alerts is None:
-            log.warning(
-                "events.alerts_per_hour: this model has no false-alert estimate (re-run `vigil fit` on two "
-                "or more normal clips); the start score stays events.start_score",
-                extra={"camera": camera, "start_score": config.events.start_score},
-            )
-            continue
-        out[camera] = model.false_alerts.threshold_for(budget, floor=config.events.start_score)
-        log.info(
-            "alert budget",
-            extra={
-                "camera": camera,
-                "alerts_per_hour": budget,
-                "start_score": out[camera],
-                "estimate": model.false_alerts.summary(out[camera]),
-            },
-        )
-    return out

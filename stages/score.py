@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from pipeline.stage import Stage
 from stages.normality.attributes import ATTRIBUTES
 from stages.normality.calibration import CalibratorTable, TailCalibrator
 from stages.normality.features import UNTRACKED, TrackMemory
-from stages.normality.fit import FrameSample, fit_normality
+from stages.normality.fit import FrameSample
 from stages.normality.judge import combine, raw_scores
 from stages.normality.model import NormalityModel
 from stages.normality.sustained import SustainedEvidence
@@ -39,6 +40,17 @@ log = logging.getLogger("vigil.score")
 
 #: key of `models` that serves every camera without a model of its own
 ANY_CAMERA = "*"
+
+#: learns a camera's model from its warm-up frames (the composition root wires
+#: stages.normality.learn.learn_model: the same fit and false-alert estimate as `vigil fit`)
+Learn = Callable[[Sequence[FrameSample]], NormalityModel]
+#: keeps a model learnt online (the composition root's ModelStore.save: its camera's model file)
+Save = Callable[[NormalityModel], object]
+
+
+def model_for(models: Mapping[str, NormalityModel], camera: str) -> NormalityModel | None:
+    """The camera's own model, else the one for every camera (ANY_CAMERA), else None."""
+    return models.get(camera, models.get(ANY_CAMERA))
 
 
 def selected_attributes(config: ScoringConfig) -> tuple[str, ...]:
@@ -157,15 +169,16 @@ class Scorer:
 
 
 class Warmup:
-    """Online learning for a camera with no model: collect `warmup_s` seconds of its frames, then fit.
+    """Online learning for a camera with no model: collect `warmup_s` seconds of its frames, then learn.
 
-    Everything seen during warm-up is taken as normal; scores stay 0 until the model exists.
+    Everything seen during warm-up is taken as normal; scores stay 0 until the model exists. The
+    frames are one continuous clip, "warmup".
     """
 
-    def __init__(self, camera: str, config: ScoringConfig, grid: tuple[int, int] | None) -> None:
+    def __init__(self, camera: str, config: ScoringConfig, learn: Learn) -> None:
         self.camera = camera
         self.config = config
-        self.grid = grid
+        self.learn = learn
         self.samples: list[FrameSample] = []
         self.started: float | None = None
 
@@ -176,23 +189,23 @@ class Warmup:
         pts: float,
         frame_size: tuple[int, int] = (0, 0),
     ) -> NormalityModel | None:
-        """Keep the frame; once warm-up has lasted long enough, return the fitted model."""
+        """Keep the frame; once warm-up has lasted long enough, return the learnt model."""
         self.started = pts if self.started is None else self.started
         height, width = frame_size
         self.samples.append(FrameSample(self.camera, "warmup", pts, width, height, attrs, graph))
         if pts - self.started < self.config.warmup_s or sum(len(s.attributes) for s in self.samples) == 0:
             return None
-        log.info("warm-up over: fitting", extra={"camera": self.camera, "frames": len(self.samples)})
-        return fit_normality(self.samples, self.config, seed=0, grid=self.grid)
+        log.info("warm-up over: learning", extra={"camera": self.camera, "frames": len(self.samples)})
+        return self.learn(self.samples)
 
 
 class ScoreStage(Stage):
     """Calibrated per-attribute, per-object and per-frame scores (frame = max over objects).
 
     `models` maps camera name to its model; the key "*" serves cameras without their own. A camera
-    with neither learns online for `scoring.warmup_s` seconds (scores 0 meanwhile; warmup_s = 0:
-    never), then its model is added to `models`, which ExplainStage shares, so it explains too.
-    `grid` is AttributesConfig.grid (needed only for warm-up fits).
+    with neither learns online for `scoring.warmup_s` seconds with `learn` (scores 0 meanwhile;
+    warmup_s = 0 or no `learn`: never), then its model is added to `models`, which ExplainStage and
+    EventStage share, so it explains and its alert budget applies too, and is handed to `save`.
     """
 
     name = "score"
@@ -201,25 +214,30 @@ class ScoreStage(Stage):
     provides = ("scores",)
 
     def __init__(
-        self, models: dict[str, NormalityModel], config: ScoringConfig, grid: tuple[int, int] | None = None
+        self,
+        models: dict[str, NormalityModel],
+        config: ScoringConfig,
+        learn: Learn | None = None,
+        save: Save | None = None,
     ) -> None:
         self.models = models
         self.config = config
-        self.grid = grid
+        self.learn = learn
+        self.save = save
         self.attributes = selected_attributes(config)
         self._scorers: dict[str, Scorer] = {}
         self._warmups: dict[str, Warmup] = {}
 
     def on_source_added(self, event: SourceEvent) -> None:
-        model = self.models.get(event.camera, self.models.get(ANY_CAMERA))
+        model = model_for(self.models, event.camera)
         if model is not None:
             self._scorers[event.camera] = Scorer(model, self.config)
-        elif self.config.warmup_s > 0:
+        elif self.config.warmup_s > 0 and self.learn is not None:
             log.warning(
                 "no normality model: learning online first",
                 extra={"camera": event.camera, "warmup_s": self.config.warmup_s},
             )
-            self._warmups[event.camera] = Warmup(event.camera, self.config, self.grid)
+            self._warmups[event.camera] = Warmup(event.camera, self.config, self.learn)
         else:
             log.warning("no normality model and no warm-up; scores stay 0", extra={"camera": event.camera})
 
@@ -239,6 +257,8 @@ class ScoreStage(Stage):
                 del self._warmups[camera]
                 self.models[camera] = model
                 self._scorers[camera] = Scorer(model, self.config)
+                if self.save is not None:
+                    self.save(model)
         scorer = self._scorers.get(camera)
         if scorer is None:
             n = len(attrs)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import DETECTOR, POSE
-from synthetic import FPS, Walker, frame_sample, normal_footage
+from synthetic import FPS, Walker, frame_sample, normal_clip, normal_footage
 
-from pipeline.config import EventsConfig, ScoringConfig
+from pipeline.config import EventsConfig, ScoringConfig, VigilConfig
 from pipeline.errors import ModelError
+from stages.events import budget_start_score
 from stages.normality.alert_budget import AlertCurve
-from stages.normality.crossval import cross_validate, folds_of
+from stages.normality.crossval import cross_validate, folds_of, time_blocks
+from stages.normality.learn import estimate_false_alerts
 
 
 @pytest.mark.parametrize(
@@ -26,10 +29,43 @@ def test_folds_are_whole_clips(clips: list[str], folds: int, expected: list[list
     assert folds_of(clips, folds) == expected
 
 
+@pytest.mark.parametrize(
+    ("pts", "blocks", "expected"),
+    [
+        ([0, 1, 2, 3, 4, 5, 6], 3, ["w@0-2s"] * 2 + ["w@2-4s"] * 2 + ["w@4-6s"] * 3),
+        ([0, 1, 2, 3], 1, ["w@0-3s"] * 4),
+        ([0, 0.5, 1, 5, 5.5, 6], 3, ["w@0-2s"] * 3 + ["w@4-6s"] * 3),  # a gap: no empty stretch
+        ([0, 0.25, 0.5, 0.75, 1], 3, ["w@0-0.3s"] * 2 + ["w@0.3-0.7s"] + ["w@0.7-1s"] * 2),  # to 0.1 s
+        ([7, 7], 3, ["w", "w"]),  # no duration: nothing to cut
+    ],
+)
+def test_one_clip_is_cut_into_consecutive_stretches(
+    pts: list[float], blocks: int, expected: list[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    samples = [frame_sample([Walker(1)], t, rng, clip="w") for t in pts]
+    cut = time_blocks(samples, blocks)
+    assert [s.clip for s in cut] == expected
+    assert [s.pts for s in cut] == pts
+    assert all(a.attributes is b.attributes for a, b in zip(cut, samples, strict=True))
+
+
+def test_only_one_clip_is_cut() -> None:
+    with pytest.raises(ValueError, match="one continuous clip"):
+        time_blocks(normal_footage(clips=2, frames=5), 3)
+
+
+def test_one_continuous_clip_gets_a_false_alert_estimate() -> None:
+    """A warm-up (or `vigil fit` on one file): its stretches are held out in turn, as clips would be."""
+    clip = normal_clip(5, frames=180, clip="warmup")
+    curve = estimate_false_alerts(VigilConfig(), clip, seed=0)
+    assert curve is not None and curve.clips == 3 and curve.folds == 3 and curve.frames == 180
+    assert curve.seconds == pytest.approx(18.0)
+    assert estimate_false_alerts(VigilConfig(scoring=ScoringConfig(crossval_folds=0)), clip, seed=0) is None
+
+
 def racing_clip(frames: int = 60) -> list:
     """Normal walkers and one 'person' crossing at five times their speed all along."""
-    import numpy as np
-
     rng = np.random.default_rng(99)
     people = [Walker(900, x=0.1, speed=5.0), Walker(901, x=0.5), Walker(902, x=0.7, speed=-1.0)]
     out = []
@@ -84,7 +120,6 @@ def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
     """Real perception over three Ped2 training clips, cross-validated by `vigil fit`, kept in the model."""
     from pipeline.cli import main
     from pipeline.configfile import load_config
-    from stages.factory import alert_start_scores
     from stages.normality import NormalityModel
 
     config = tmp_path / "config.yaml"
@@ -101,7 +136,7 @@ def test_vigil_fit_measures_false_alerts_and_a_budget_sets_the_start_score(
     assert curve.seconds == pytest.approx(12.0, rel=0.05)  # 40 frames at 10 fps, three times
     assert "false alerts/hour at score 3" in capsys.readouterr().err
     loaded = load_config(config)
-    start = alert_start_scores(loaded, {"walkway": model})["walkway"]
+    start = budget_start_score(loaded.events, "walkway", curve)
     assert start >= loaded.events.start_score
     assert start == curve.threshold_for(0.0, floor=loaded.events.start_score)
     assert curve.alerts_per_hour(start) == 0 or start == curve.start_scores[-1]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+from synthetic import normal_footage
 
-from pipeline.config import EventsConfig
+from pipeline.config import EventsConfig, ScoringConfig
 from pipeline.harness import FramesSource, run_stages
 from pipeline.packets import (
     Event,
@@ -23,10 +25,13 @@ from pipeline.packets import (
     ObjectExplanation,
     Reason,
     Scores,
+    SourceEvent,
 )
 from pipeline.sinks.base import EventSink
 from pipeline.stage import Stage
 from stages.events import EventStage, EventTracker, Observation
+from stages.normality import NormalityModel, fit_normality
+from stages.normality.alert_budget import AlertCurve
 
 FPS = 10.0
 BOX = (100.0, 60.0, 140.0, 140.0)
@@ -286,3 +291,51 @@ def test_min_duration_counts_analysed_frame_spacing() -> None:
         score = 5.0 if k in (3, 4) else 0.0
         out += tracker.step(i / FPS, i, FPS, [Observation(1, "cart", BOX, score)])
     assert [e.kind for e in out] == ["new", "end"] and out[0].start_frame == 9 and out[0].end_frame == 12
+
+
+# ---- the alert budget follows the camera's model ---------------------------------------------------
+
+
+def packet_for(camera: str, index: int, track: int, score: float) -> FramePacket:
+    """One frame of `camera` with one object: `track` at `score`, with one reason."""
+    packet = FramePacket(Frame(camera, index, index / FPS, np.zeros((240, 360, 3), np.uint8), 0.0, FPS))
+    packet.attributes = replace(attributes_one(BOX), track_id=np.array([track]))
+    packet.scores = Scores(np.array([track]), ("speed",), np.array([[score]]), np.array([score]), score, 0.0)
+    packet.explanations = Explanations(
+        (ObjectExplanation(track, "bicycle", BOX, score, reasons("speed", score)),)
+    )
+    return packet
+
+
+@pytest.fixture(scope="module")
+def budgeted_model() -> NormalityModel:
+    """A model whose held-out footage alerted 12 times an hour at start score 3, 6 at 4 and never at 5."""
+    model = fit_normality(normal_footage(clips=2, frames=30), ScoringConfig(), seed=0)
+    model.false_alerts = AlertCurve(3600.0, 36000, 3, 3, {}, (3.0, 4.0, 5.0), (12, 6, 0), (0.01, 0.005, 0.0))
+    return model
+
+
+@pytest.mark.parametrize(("budget", "start"), [(None, 3.0), (100.0, 3.0), (6.0, 4.0), (1.0, 5.0)])
+def test_a_model_learnt_while_running_sets_the_budgets_start_score(
+    budgeted_model: NormalityModel, budget: float | None, start: float
+) -> None:
+    """Warm-up: the camera starts with no model; the score stage adds one to the shared mapping while
+    the camera runs, and from that frame on the camera alerts at the start score its budget gives."""
+    models: dict[str, NormalityModel] = {}
+    stage = EventStage(cfg(alerts_per_hour=budget, min_duration_s=0.0), models=models)
+    stage.on_source_added(SourceEvent("cam", "added", 360, 240, FPS))
+    stage.on_source_added(SourceEvent("other", "added", 360, 240, FPS))
+    assert stage._trackers["cam"].config.start_score == 3.0  # no model yet
+    models["cam"] = budgeted_model  # what ScoreStage does when warm-up ends
+    opened = {}
+    for i, (track, score) in enumerate([(1, 3.5), (2, 4.5), (3, 5.5)]):
+        for camera in ("cam", "other"):
+            packet = packet_for(camera, i, track, score)
+            stage.process(packet)
+            opened[camera, score] = [e.kind for e in packet.events] == ["new"]
+    config = stage._trackers["cam"].config
+    assert (config.start_score, config.end_score) == (start, start - 1.0)  # the hysteresis gap kept
+    assert {s for (c, s), new in opened.items() if c == "cam" and new} == {
+        s for s in (3.5, 4.5, 5.5) if s >= start
+    }
+    assert all(new for (c, _), new in opened.items() if c == "other")  # no model: events.start_score

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 from synthetic import Walker, frame_sample, normal_clip, normal_footage
 
-from pipeline.config import ScoringConfig
+from pipeline.config import ScoringConfig, VigilConfig, perception_settings
 from pipeline.errors import ConfigError, ModelError
 from pipeline.harness import FramesSource, run_stages
 from pipeline.packets import Frame, FramePacket, SourceEvent
 from pipeline.stage import Stage
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.fit import FrameSample
+from stages.normality.learn import learn_model
 from stages.score import ANY_CAMERA, Scorer, ScoreStage
 
 
@@ -152,7 +154,10 @@ def test_camera_without_model_learns_online_then_scores() -> None:
     stream += [frame_sample([Walker(1), Walker(8, speed=5.0)], 9 + i / 10, rng) for i in range(20)]
     stream = [replace(s, pts=i / 10) for i, s in enumerate(stream)]
     models: dict[str, NormalityModel] = {}
-    stage = ScoreStage(models, ScoringConfig(warmup_s=6.0))
+    saved: list[NormalityModel] = []
+    config = VigilConfig(scoring=ScoringConfig(warmup_s=6.0))
+    learn = partial(learn_model, config, seed=0, how="warm-up")  # as the composition root wires it
+    stage = ScoreStage(models, config.scoring, learn=learn, save=saved.append)
     packets, report = run_stages(
         [ReplayAttributes({"cam": stream}), stage], [FramesSource("cam", frames("cam", len(stream)))]
     )
@@ -162,6 +167,25 @@ def test_camera_without_model_learns_online_then_scores() -> None:
     assert "cam" in models and models["cam"].counts["frames"] == models["cam"].counts["frames_held_out"] == 61
     fast = [p.scores.object_score[p.scores.track_id == 8][0] for p in packets[-15:]]
     assert min(fast) > 3
+    # learnt as `vigil fit` learns: a false-alert estimate over stretches of the warm-up, and kept once
+    model = models["cam"]
+    assert saved == [model]
+    curve = model.false_alerts
+    assert curve is not None and curve.folds == 3 and curve.clips == 3 and curve.frames == 61
+    assert model.perception == perception_settings(config)
+    p = model.provenance
+    assert p is not None and (p.how, p.frames, p.clips, p.version) == ("warm-up", 61, 1, 1)
+    assert p.seconds == pytest.approx(6.1)
+
+
+def test_without_a_learner_a_camera_without_model_is_not_learnt() -> None:
+    models: dict[str, NormalityModel] = {}
+    stage = ScoreStage(models, ScoringConfig(warmup_s=0.5))
+    stream = normal_clip(4, 20)
+    packets, _ = run_stages(
+        [ReplayAttributes({"cam": stream}), stage], [FramesSource("cam", frames("cam", 20))]
+    )
+    assert models == {} and all(p.scores.frame_score == 0.0 for p in packets)
 
 
 @pytest.mark.parametrize("window", [1, 3, 5])

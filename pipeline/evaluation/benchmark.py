@@ -28,7 +28,7 @@ from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.replay import ReplayInfo, replay_cached, replay_streaming
 from pipeline.evaluation.report import EvalResult, FitInfo, RunHeader, evaluate, plot, rounded
 from pipeline.evaluation.trace import save_scores
-from pipeline.fitting import collect_samples, estimate_false_alerts, footage_names
+from pipeline.fitting import collect_samples, footage_names
 from pipeline.logs import fields
 
 if TYPE_CHECKING:
@@ -161,6 +161,7 @@ def fit_model(
 ) -> tuple[NormalityModel, FitInfo]:
     """The saved model of `request.model`, or one fitted on the training clips (saved beside `out`)."""
     from stages.normality import NormalityModel, fit_normality
+    from stages.normality.learn import estimate_false_alerts
 
     if request.model is not None:
         return NormalityModel.load(request.model, config.scoring.device), FitInfo(

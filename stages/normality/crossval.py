@@ -3,7 +3,9 @@
 Normal training footage holds no anomaly, so every alert the real scorer and event logic raise on a
 clip the model did not learn from is a false one. The clips are split into folds (whole clips, so a
 walker seen in training is not scored against itself); each fold's clips are scored by a model fitted
-on the rest, from the perception already computed for the fit. The result gives false alerts per hour
+on the rest, from the perception already computed for the fit. One continuous recording (a camera's
+warm-up, `vigil fit` on one file) is first cut into consecutive stretches of time (`time_blocks`),
+which then stand in for clips. The result gives false alerts per hour
 at each alert threshold (an AlertCurve, kept in the model), the frame-score quantiles, and so, for
 `events.alerts_per_hour`, the threshold that a budget of false alerts gives on this footage.
 """
@@ -14,7 +16,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -138,6 +140,33 @@ def folds_of(clips: Sequence[str], folds: int) -> list[list[str]]:
     names = sorted(clips)
     k = max(1, min(folds, len(names)))
     return [names[i::k] for i in range(k)]
+
+
+def time_blocks(samples: Sequence[FrameSample], blocks: int) -> list[FrameSample]:
+    """One continuous clip's samples cut into `blocks` consecutive stretches of equal duration, each
+    relabelled as a clip of its own, "<clip>@<start>-<end>s" (seconds from the clip's first frame).
+
+    Consecutive stretches, not interleaved frames: a walker seen in one stretch is mostly not in the
+    next, so holding a stretch out is as close to an unseen clip as one recording gets. Stretches
+    with no frame (a gap in the stream) are absent; footage with no duration stays one clip.
+    """
+    if blocks < 1:
+        raise ValueError(f"time_blocks: blocks must be >= 1, got {blocks}")
+    clips = {s.clip for s in samples}
+    if len(clips) > 1:
+        raise ValueError(f"time_blocks: one continuous clip expected, got {len(clips)}")
+    if not samples:
+        return []
+    first = min(s.pts for s in samples)
+    width = (max(s.pts for s in samples) - first) / blocks
+    if width <= 0:
+        return list(samples)
+    out = []
+    for s in samples:
+        i = min(int((s.pts - first) / width), blocks - 1)
+        name = f"{s.clip}@{round(i * width, 1):g}-{round((i + 1) * width, 1):g}s"
+        out.append(replace(s, clip=name))
+    return out
 
 
 def score_clip(model: NormalityModel, config: ScoringConfig, samples: Sequence[FrameSample]) -> HeldOutClip:

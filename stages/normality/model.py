@@ -8,6 +8,7 @@ model file never runs code.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,7 @@ from stages.normality.classes import BLOB, UNKNOWN
 from stages.normality.dynamics import DynamicsPredictor
 from stages.normality.grids import CountGrid, QuantileGrid
 from stages.normality.memory import MemoryBank, OneBlasThread, resolve_device
+from stages.normality.provenance import Provenance
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
@@ -62,11 +64,14 @@ class NormalityModel:
     sustained_calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
     holdout_sustained: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
     #: the perception settings its footage was measured with (pipeline.config.perception_settings);
-    #: empty when not recorded (a warm-up model, or a fit from samples)
+    #: empty when not recorded (a fit from samples)
     perception: dict[str, Any] = field(default_factory=dict)
     #: false alerts per hour by start score on held-out normal clips (stages.normality.crossval);
-    #: None when not measured (a model fitted on one clip, or with cross-validation off)
+    #: None when not measured (cross-validation off, or too little footage to split into folds)
     false_alerts: AlertCurve | None = None
+    #: how, when and from how much footage it was learnt; None for a model fitted from samples alone
+    #: (tests, `vigil eval`) and for files written before it was recorded
+    provenance: Provenance | None = None
 
     @property
     def cells(self) -> int:
@@ -137,6 +142,8 @@ class NormalityModel:
     # persistence
 
     def save(self, path: str | Path) -> Path:
+        """Write the model to `path` atomically: a reader (the next start) sees the old file or the
+        whole new one, never a part. OSError when it cannot be written (no partial file is left)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -148,6 +155,7 @@ class NormalityModel:
             "config": self.config,
             "perception": self.perception,
             "false_alerts": None if self.false_alerts is None else self.false_alerts.to_dict(),
+            "provenance": None if self.provenance is None else self.provenance.to_dict(),
             "counts": self.counts,
             "attributes": list(ATTRIBUTES),
             "sustained": {
@@ -176,8 +184,15 @@ class NormalityModel:
         for name, cal in self.sustained_calibrators.items():
             arrays.update(cal.to_arrays(f"scal.{name}"))
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        try:
+            with tmp.open("wb") as f:
+                np.savez_compressed(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it the model
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -225,11 +240,14 @@ class NormalityModel:
                 holdout_sustained=arrays["holdout_sustained"],
                 perception=dict(meta.get("perception", {})),
                 false_alerts=AlertCurve.from_dict(meta["false_alerts"]) if meta.get("false_alerts") else None,
+                provenance=Provenance.from_dict(meta["provenance"]) if meta.get("provenance") else None,
             )
         except KeyError as exc:
             raise ModelError(
                 f"normality model {path}: missing entry {exc.args[0]!r} (corrupt or incompatible); {RECREATE}"
             ) from exc
+        except ValueError as exc:  # a header entry out of range (AlertCurve, Provenance)
+            raise ModelError(f"normality model {path}: corrupt header ({exc}); {RECREATE}") from exc
 
 
 #: how an operator gets a good model file back
