@@ -27,7 +27,7 @@ from pipeline.stage import Stage
 
 if TYPE_CHECKING:
     from stages.normality import FrameSample, NormalityModel
-    from stages.normality.alert_budget import AlertCurve
+    from stages.normality.crossval import FalseAlertEstimate
 
 log = logging.getLogger("vigil.fit")
 
@@ -126,15 +126,17 @@ def fit_camera(
     samples = collect_samples(config, camera, files, max_frames)
     model = fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
     model.perception = perception_settings(config)
-    model.false_alerts = estimate_false_alerts(config, samples, seed)
+    estimate = estimate_false_alerts(config, samples, seed)
+    model.false_alerts = None if estimate is None else estimate.curve(config.events)
     return model
 
 
 def estimate_false_alerts(
     config: VigilConfig, samples: Sequence[FrameSample], seed: int
-) -> AlertCurve | None:
+) -> FalseAlertEstimate | None:
     """Cross-validation over the normal clips, on the perception already computed (None: one clip, or
-    `scoring.crossval_folds` 0)."""
+    `scoring.crossval_folds` 0). The held-out clips' scores are kept: the model keeps the alert curve
+    (`.curve(config.events)`), `vigil eval` also counts the held-out frames as normal frames."""
     from stages.normality.crossval import MIN_CLIPS, cross_validate
 
     clips = len({s.clip for s in samples})
@@ -147,7 +149,7 @@ def estimate_false_alerts(
     estimate = cross_validate(
         samples, config.scoring, seed, grid=config.attributes.grid, folds=config.scoring.crossval_folds
     )
-    return estimate.curve(config.events)
+    return estimate
 
 
 def model_path(config: VigilConfig, camera: str, out: str | None) -> Path:

@@ -45,15 +45,24 @@ class ClipTrace:
 
 
 def save_scores(
-    path: Path, clips: Sequence[tuple[str, int, np.ndarray]], traces: dict[str, ClipTrace]
+    path: Path,
+    clips: Sequence[tuple[str, int, np.ndarray]],
+    traces: dict[str, ClipTrace],
+    training_normals: Sequence[tuple[str, np.ndarray]] = (),
 ) -> Path:
     """Every frame's score and every scored box of the test clips, so anyone can recompute a metric.
 
     Per clip NAME (given as (name, frames, labels)): `NAME.frame_score` (T,) as recorded (NaN: not
     scored), `NAME.labels` (T,), `NAME.box_frame` (B,) the frame of each box, `NAME.boxes` (B, 4) xyxy
-    in pixels and `NAME.box_score` (B,) the object score. npz, no pickles.
+    in pixels and `NAME.box_score` (B,) the object score. The held-out normal training clips (given as
+    (name, scores), every frame normal): `training_normals` (C,) their names and per name
+    `training_normal.NAME.frame_score` (T,) on the clip's frame grid (training_normals.py). npz, no pickles.
     """
     arrays: dict[str, np.ndarray] = {}
+    if training_normals:
+        arrays["training_normals"] = np.array([name for name, _ in training_normals], dtype=str)
+    for name, scores in training_normals:
+        arrays[f"training_normal.{name}.frame_score"] = np.asarray(scores, np.float64)
     for name, n, labels in clips:
         trace = traces.get(name, ClipTrace())
         arrays[f"{name}.frame_score"] = np.array([trace.frame_score.get(t, np.nan) for t in range(n)])
