@@ -21,6 +21,7 @@ class ClipTrace:
     smoothed: dict[int, float] = field(default_factory=dict)
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     box_scores: dict[int, np.ndarray] = field(default_factory=dict)
+    track_ids: dict[int, np.ndarray] = field(default_factory=dict)  # the track of each of `boxes`
     #: the highest-scoring attribute of the frame's highest-scoring object ("" when nothing scored)
     top_attribute: dict[int, str] = field(default_factory=dict)
 
@@ -35,6 +36,15 @@ class ClipTrace:
                 value = last
             out[t] = last = value
         return out, missing
+
+    def track_boxes(self, track_id: int, start: int, end: int) -> list[tuple[int, np.ndarray]]:
+        """(frame, xyxy box) of one track in frames start..end (inclusive) where it was scored."""
+        out = []
+        for t in range(start, end + 1):
+            ids = self.track_ids.get(t)
+            if ids is not None and (rows := np.flatnonzero(ids == track_id)).size:
+                out.append((t, self.boxes[t][rows[0]]))
+        return out
 
     def per_frame_boxes(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         empty_b, empty_s = np.zeros((0, 4)), np.zeros(0)
@@ -105,6 +115,7 @@ class TraceCollector:
         keep = np.array([i >= 0 for i in idx], bool)
         trace.boxes[frame.index] = attrs.xyxy[np.array(idx)[keep]].astype(np.float64).reshape(-1, 4)
         trace.box_scores[frame.index] = scores.object_score[keep].astype(np.float64)
+        trace.track_ids[frame.index] = scores.track_id[keep].astype(np.int64)
         trace.top_attribute[frame.index] = top_attribute(scores)
 
 
