@@ -58,8 +58,10 @@ def test_only_one_clip_is_cut() -> None:
 def test_one_continuous_clip_gets_a_false_alert_estimate() -> None:
     """A warm-up (or `vigil fit` on one file): its stretches are held out in turn, as clips would be."""
     clip = normal_clip(5, frames=180, clip="warmup")
-    curve = estimate_false_alerts(VigilConfig(), clip, seed=0)
-    assert curve is not None and curve.clips == 3 and curve.folds == 3 and curve.frames == 180
+    estimate = estimate_false_alerts(VigilConfig(), clip, seed=0)
+    assert estimate is not None
+    curve = estimate.curve(VigilConfig().events)
+    assert curve.clips == 3 and curve.folds == 3 and curve.frames == 180
     assert curve.seconds == pytest.approx(18.0)
     assert estimate_false_alerts(VigilConfig(scoring=ScoringConfig(crossval_folds=0)), clip, seed=0) is None
 

@@ -149,7 +149,16 @@ def test_eval_on_the_avenue_preset_keeps_scores_and_the_false_alert_estimate(tmp
     assert estimate["clips"] == 2 and estimate["folds"] == 2 and estimate["frames"] == 60
     assert estimate["seconds"] == pytest.approx(60 / 25, rel=0.05)  # 30 frames at 25 fps, twice
     assert "macro_padded" in result["frame_auc"]["causal_10"]
+    # the cross-validation's held-out frames counted as normal too, from the same run: 30 frames each
+    assert result["training_normals"] == {"clips": ["12", "16"], "frames": 60, "frames_without_score": 0}
+    assert set(result["frame_auc_with_training_normals"]) == set(result["frame_auc"])
+    explanations = result["explanations"]
+    assert explanations["alerts"] == explanations["true_alerts"] + explanations["false_alerts"]
+    assert [(i["start_frame"], i["end_frame"]) for i in explanations["intervals"]] == [(13, 29)]  # cut at 30
+    assert explanations["reasons"]["file"].endswith("avenue_dev_reasons.json")
     with np.load(result["scores_file"]) as scores:
+        assert scores["training_normals"].tolist() == ["12", "16"]
+        assert scores["training_normal.16.frame_score"].shape == (30,)
         assert scores["21.frame_score"].shape == (30,)
         assert scores["21.labels"].tolist() == [1] * 30 or scores["21.labels"].shape == (30,)
         assert len(scores["21.boxes"]) == len(scores["21.box_score"]) == len(scores["21.box_frame"])

@@ -10,6 +10,10 @@ clips through cached_perception -> score -> explain -> events (no media). `--abl
 attribute left out and alone over one cache and one model. The JSON's `mode` says which path made it;
 headline figures come from the streaming path only. Per-clip `diagnostics` name the attributes behind
 the highest-scoring normal frames and behind the anomalous frames (report only, nothing tuned on them).
+`frame_auc_with_training_normals` counts the cross-validated held-out training frames as normal frames
+too; `explanations` splits the alerts into true and false with their top reasons and, given a
+description of the anomalies (`--anomaly-reasons`, the footage's anomaly_reasons.json or the bundled
+preset), the share of true alerts whose top reason is a right one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pipeline.configfile import load_config
 from pipeline.evaluation.ablation import AblationResult, ablation_table
 from pipeline.evaluation.benchmark import EvalRequest, run_eval
 from pipeline.evaluation.footage import PRESETS
-from pipeline.evaluation.report import diagnostics_table, table
+from pipeline.evaluation.report import diagnostics_table, explanations_table, table
 from pipeline.terminal import stdout_for_events_only
 
 
@@ -70,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip perception: fit and score from the clips saved by --cache (ablations, diagnostics)",
     )
     parser.add_argument(
+        "--anomaly-reasons",
+        type=Path,
+        default=None,
+        help="JSON of the attributes each test anomaly should be explained by (report only; default: the "
+        "footage's anomaly_reasons.json, else the preset bundled for --dataset, if any)",
+    )
+    parser.add_argument(
         "--ablate-each",
         action="store_true",
         help="with --from-cache: every attribute left out and alone; table and <out>/ablation.json",
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         from_cache=args.from_cache,
         ablate_each=args.ablate_each,
         out=args.out,
+        anomaly_reasons=args.anomaly_reasons,
     )
     request.check()
     with stdout_for_events_only(True) as real_stdout:  # library banners to stderr; stdout: the tables
@@ -103,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(table(result), file=stdout)
         print(diagnostics_table(result.figures), file=stdout)
+        print(explanations_table(result.figures), file=stdout)
     print(f"vigil: eval written to {request.result_path()}", file=sys.stderr)
     return 0
 

@@ -3,6 +3,9 @@
 Everything is learnt from the training clips (thresholds, calibration); test labels are only read
 by the metric functions. `run_eval` takes an `EvalRequest` (what `vigil eval`'s options ask for),
 writes the result JSON, the events JSONL, the model and the plot, and returns the typed result.
+The cross-validation's held-out training frames are also counted as normal frames in a second AUC
+variant (training_normals.py), and the events are judged against the labels and, where a description
+of the anomalies exists, their reasons (explanations.py, anomaly_reasons.py).
 With `from_cache` the fit uses the cached training samples and the replay the cached test clips
 (pipeline/evaluation/cache.py); `ablate_each` scores every attribute left out and alone instead.
 """
@@ -23,11 +26,13 @@ from typing import TYPE_CHECKING
 from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.evaluation.ablation import AblationResult, ablate_each
+from pipeline.evaluation.anomaly_reasons import AnomalyReasons, load_anomaly_reasons, reasons_file
 from pipeline.evaluation.cache import PerceptionCache, perception_key
 from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.replay import ReplayInfo, replay_cached, replay_streaming
 from pipeline.evaluation.report import EvalResult, FitInfo, RunHeader, evaluate, plot, rounded
 from pipeline.evaluation.trace import save_scores
+from pipeline.evaluation.training_normals import training_normals
 from pipeline.fitting import collect_samples, footage_names
 from pipeline.logs import fields
 
@@ -59,6 +64,7 @@ class EvalRequest:
     from_cache: Path | None = None  # score from the perception output saved here
     ablate_each: bool = False
     out: Path | None = None  # result JSON, or a folder for it
+    anomaly_reasons: Path | None = None  # what each anomaly should be explained by (anomaly_reasons.py)
 
     @property
     def cached(self) -> bool:
@@ -179,7 +185,8 @@ def fit_model(
     collect_s = time.monotonic() - t0
     model = fit_normality(samples, config.scoring, request.seed, grid=config.attributes.grid)
     fit_s = time.monotonic() - t0 - collect_s
-    model.false_alerts = estimate_false_alerts(config, samples, request.seed)
+    estimate = estimate_false_alerts(config, samples, request.seed)
+    model.false_alerts = None if estimate is None else estimate.curve(config.events)
     model_path = model.save(out.parent / f"{out.stem}-model.npz")
     curve = model.false_alerts
     info = FitInfo(
@@ -197,6 +204,7 @@ def fit_model(
             "share_above_start_score": rounded(curve.share_at(config.events.start_score)),
             **curve.to_dict(),
         },
+        training_normals=training_normals(estimate, names),
     )
     log.info("model ready", extra=fields(stage="eval", **info.to_json()))
     return model, info
@@ -211,6 +219,7 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
     data = LabelledFootage.open(request.data, request.dataset)
     train = data.train_clips(request.train_clips)
     test = data.test_clips(request.clips)
+    reasons = None if request.ablate_each else expected_reasons(request, data, test)  # bad file: fail early
     key = perception_key(config, request.max_frames)
     cache_dir = request.from_cache if cached else request.cache
     cache = PerceptionCache(cache_dir, request.dataset, key) if cache_dir is not None else None
@@ -244,7 +253,16 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
     else:
         rr = replay_streaming(config, model, test, request.max_frames, cache)
     k = config.scoring.smoothing_frames
-    figures = evaluate(data, test, rr.collector, k, rr.report)
+    figures = evaluate(
+        data,
+        test,
+        rr.collector,
+        k,
+        rr.report,
+        training_normals=fit.training_normals,
+        events=rr.events.events,
+        reasons=reasons,
+    )
     for clip in test:
         figures.per_clip[clip.name].events = rr.events.counts(clip.name)
     events_path = out.parent / f"{out.stem}-events.jsonl"
@@ -254,6 +272,7 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
         out.parent / f"{out.stem}-scores.npz",
         [(c.name, figures.per_clip[c.name].frames, c.labels) for c in test if c.labels is not None],
         rr.collector.traces,
+        [(c.name, c.scores) for c in fit.training_normals],
     )
     result = EvalResult(header, fit, ReplayInfo.of(rr, len(test), cached), figures, str(events_path))
     result.scores_file = str(scores_path)
@@ -263,6 +282,22 @@ def run_eval(request: EvalRequest, base: VigilConfig) -> EvalResult | AblationRe
         result.plot = str(png)
         _write_json(out, result.to_json())
     return result
+
+
+def expected_reasons(
+    request: EvalRequest, data: LabelledFootage, test: Sequence[Clip]
+) -> AnomalyReasons | None:
+    """The description of the test anomalies (anomaly_reasons.reasons_file), checked against the
+    test clips' lengths; None when there is none."""
+    from stages.normality import ATTRIBUTES
+
+    path = reasons_file(data.root, request.dataset, request.anomaly_reasons)
+    if path is None:
+        return None
+    reasons = load_anomaly_reasons(path, ATTRIBUTES)
+    reasons.check_lengths({c.name: len(c.labels) for c in test if c.labels is not None})
+    log.info("anomaly reasons", extra=fields(stage="eval", file=str(path)))
+    return reasons
 
 
 def _write_json(path: Path, data: dict[str, object]) -> None:

@@ -6,6 +6,10 @@ Layout (UCSD Ped2 and the Avenue development clips in ../shared/data are two exa
     test/CLIP.<...>                          footage to score
     frame_labels.npz                         per test clip stem, (T,) with 1 = anomalous frame
     pixel_masks.npz                          optional: per test clip stem, (T, H, W) bool anomalous region
+    anomaly_reasons.json                     optional: per test clip stem, the attributes that should
+                                             explain each anomaly (ground truth for the report only;
+                                             format in anomaly_reasons.py, presets for ped2 and
+                                             avenue dev bundled in presets/)
 
 A preset describes how the footage is stored only (its label and mask files; the frame rate comes from
 each clip's own timestamps), never detection, scoring or threshold settings: those are the same

@@ -95,6 +95,36 @@ def frame_auc_macro_padded(scores: Sequence[np.ndarray], labels: Sequence[np.nda
     return MacroAUC(float(np.mean(per)) if per else float("nan"), tuple(per), ())
 
 
+@dataclass(frozen=True)
+class WithNormalsAUC:
+    """Frame AUC with extra all-normal clips counted as normal frames (see `frame_auc_with_normals`)."""
+
+    micro: float
+    macro: MacroAUC
+    macro_padded: MacroAUC
+
+
+def frame_auc_with_normals(
+    scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], normals: Sequence[np.ndarray]
+) -> WithNormalsAUC:
+    """Frame AUC of labelled clips with the frames of `normals` (clips whose every frame is normal,
+    e.g. held-out normal training clips) added as normal frames.
+
+    micro: every labelled and every normal frame pooled, each frame once. macro and macro_padded:
+    per labelled clip, that clip's frames followed by all the normal frames, as one clip, then
+    `frame_auc_macro` / `frame_auc_macro_padded` over those clips (so a clip anomalous in every frame
+    gets an AUC too; a normal clip alone has none and is not a clip of its own). Scores must be
+    comparable across clips, as for micro AUC. With no normal frames, the plain figures.
+    """
+    _check_pairs(scores, labels)
+    extra = np.concatenate([np.asarray(x, np.float64) for x in normals]) if normals else np.zeros(0)
+    zeros = np.zeros(len(extra), bool)
+    micro = frame_auc_micro([*scores, extra], [*labels, zeros])
+    joined = [np.concatenate([np.asarray(s, np.float64), extra]) for s in scores]
+    joined_y = [np.concatenate([np.asarray(y).astype(bool), zeros]) for y in labels]
+    return WithNormalsAUC(micro, frame_auc_macro(joined, joined_y), frame_auc_macro_padded(joined, joined_y))
+
+
 def smooth_causal(scores: np.ndarray, k: int) -> np.ndarray:
     """Trailing mean: out[t] = mean(scores[max(0, t-k+1) : t+1]). What a live system can compute."""
     if k < 1:

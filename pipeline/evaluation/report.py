@@ -1,26 +1,31 @@
 """The figures of an evaluation, typed, and how they are shown: the result JSON, text tables, a plot.
 
 `evaluate` turns the replay's traces into `Figures` (frame AUC micro/macro with causal and centred
-smoothing, RBDC/TBDC, localisation, per-clip figures and diagnostics); `EvalResult` is the whole
+smoothing, the same with the held-out normal training frames added, RBDC/TBDC, localisation, per-clip
+figures and diagnostics; the explanation figures are added from the events); `EvalResult` is the whole
 result of one `vigil eval` run and `to_json` writes the same keys, in the same order, as the JSON
 that bench/results and other tools read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.evaluation.anomaly_reasons import AnomalyReasons
+from pipeline.evaluation.explanations import Alert, ExplanationFigures, explanation_figures, on_region
 from pipeline.evaluation.footage import Clip, LabelledFootage
 from pipeline.evaluation.metrics import (
     GroundTruthRegions,
+    MacroAUC,
     frame_auc_macro,
     frame_auc_macro_padded,
     frame_auc_micro,
+    frame_auc_with_normals,
     localisation,
     rbdc_tbdc,
     regions_from_masks,
@@ -29,9 +34,16 @@ from pipeline.evaluation.metrics import (
 )
 from pipeline.evaluation.replay import ReplayInfo
 from pipeline.evaluation.trace import ClipTrace, TraceCollector
+from pipeline.evaluation.training_normals import NormalClip
+from pipeline.packets import Event
 from pipeline.runner import RunReport
 
 TOP_NORMAL_FRAMES = 10  # per clip: the highest-scoring normal frames whose reasons are reported
+WITH_NORMALS_NOTE = (
+    "the held-out normal training frames of the cross-validated false-alert estimate (each scored by "
+    "a model not fitted on its clip) added as normal frames, smoothed per clip like test clips; micro "
+    "pools every frame once; macro / macro_padded: each test clip with all those frames appended"
+)
 MODE_NOTE = (
     "from-cache: scoring stages replayed over cached perception (ablations, diagnostics); "
     "headline figures come only from mode=streaming"
@@ -97,6 +109,8 @@ class FitInfo:
     crossval_s: float = 0.0
     #: the cross-validated false-alert estimate on the training clips (stages.normality.crossval)
     false_alerts: dict[str, object] | None = None
+    #: the same cross-validation's held-out clips as normal clips (not in the JSON: the figures are)
+    training_normals: tuple[NormalClip, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         if self.loaded:
@@ -119,6 +133,15 @@ class AucFigures:
     macro_clips: int
     macro_skipped: list[str]
     macro_padded: float | None = None  # the published code's convention: every clip, min-max scaled, padded
+
+
+@dataclass(frozen=True)
+class TrainingNormals:
+    """The held-out normal training frames an AUC variant counts as normal frames."""
+
+    clips: list[str]
+    frames: int
+    frames_without_score: int  # grid frames with no held-out score (filled as for test frames)
 
 
 @dataclass(frozen=True)
@@ -146,6 +169,8 @@ class ClipFigures:
     frames_without_score: int
     diagnostics: ClipDiagnostics
     auc: dict[str, float | None] = field(default_factory=dict)  # variant -> this clip's AUC
+    #: variant -> this clip's AUC with the held-out normal training frames appended
+    auc_with_training_normals: dict[str, float | None] = field(default_factory=dict)
     events: dict[str, int] | None = None  # new / update / end messages of this clip
 
     def to_json(self) -> dict[str, object]:
@@ -156,6 +181,7 @@ class ClipFigures:
             "diagnostics": vars(self.diagnostics),
         }
         out.update({f"auc_{variant}": value for variant, value in self.auc.items()})
+        out.update({f"auc_with_training_normals_{v}": x for v, x in self.auc_with_training_normals.items()})
         if self.events is not None:
             out["events"] = self.events
         return out
@@ -194,9 +220,14 @@ class Figures:
     frames_without_score: int
     diagnostics: Diagnostics
     per_clip: dict[str, ClipFigures]
+    #: frame_auc's variants with the held-out normal training frames added (None: no estimate)
+    frame_auc_with_training_normals: dict[str, AucFigures] | None = None
+    training_normals: TrainingNormals | None = None
+    explanations: ExplanationFigures | None = None  # from the events (explanations.py)
 
     def to_json(self) -> dict[str, object]:
         k = self.k
+        with_normals = self.frame_auc_with_training_normals
         return {
             "frame_auc": {label: vars(auc) for label, auc in self.frame_auc.items()},
             "frame_auc_note": (
@@ -205,6 +236,11 @@ class Figures:
                 "macro skips clips with a single class; macro_padded scales each clip to [0, 1] and adds "
                 "one normal frame scored 0 and one anomalous frame scored 1 (the published evaluation code)"
             ),
+            "frame_auc_with_training_normals": None
+            if with_normals is None
+            else {label: vars(auc) for label, auc in with_normals.items()},
+            "frame_auc_with_training_normals_note": WITH_NORMALS_NOTE,
+            "training_normals": None if self.training_normals is None else vars(self.training_normals),
             "rbdc": self.rbdc,
             "tbdc": self.tbdc,
             "rbdc_tbdc_note": "object boxes with raw object scores; beta=0.1 IoU, alpha=0.1, FPR in [0, 1]",
@@ -213,6 +249,7 @@ class Figures:
             "localisation": vars(self.localisation),
             "frames_without_score": self.frames_without_score,
             "diagnostics": self.diagnostics.to_json(),
+            "explanations": None if self.explanations is None else self.explanations.to_json(),
             "per_clip": {name: clip.to_json() for name, clip in self.per_clip.items()},
         }
 
@@ -255,10 +292,16 @@ def evaluate(
     k: int,
     report: RunReport,
     masks: dict[str, np.ndarray] | None = None,
+    training_normals: Sequence[NormalClip] = (),
+    events: Sequence[Event] | None = None,
+    reasons: AnomalyReasons | None = None,
 ) -> Figures:
     """All metrics from the recorded traces; labels are cut to the frames that were analysed.
 
     `masks` (clip -> pixel masks) saves re-reading them when one test set is scored many times.
+    `training_normals` (held-out normal training clips) adds the `frame_auc_with_training_normals`
+    variants; they must have been scored with the same attributes as the test clips. `events` (the
+    replay's event messages) adds the explanation figures, judged against `reasons` when given.
     """
     raw, labels, names = [], [], []
     gts: list[GroundTruthRegions] = []
@@ -288,23 +331,26 @@ def evaluate(
             diagnostics=clip_diagnostics(trace, series, y),
         )
 
-    variants = {
-        "raw": raw,
-        f"causal_{k}": [smooth_causal(x, k) for x in raw],
-        f"centred_{k}": [smooth_centred(x, k) for x in raw],
-    }
+    smoothing = smoothings(k)
     auc: dict[str, AucFigures] = {}
-    for label, series_list in variants.items():
+    for label, smooth in smoothing.items():
+        series_list = [smooth(x) for x in raw]
         macro = frame_auc_macro(series_list, labels)
-        auc[label] = AucFigures(
-            micro=rounded(frame_auc_micro(series_list, labels)),
-            macro=rounded(macro.mean),
-            macro_clips=len(names) - len(macro.skipped),
-            macro_skipped=[names[i] for i in macro.skipped],
-            macro_padded=rounded(frame_auc_macro_padded(series_list, labels).mean),
+        auc[label] = auc_figures(
+            frame_auc_micro(series_list, labels), macro, frame_auc_macro_padded(series_list, labels), names
         )
         for name, value in zip(names, macro.per_clip, strict=True):
             per_clip[name].auc[label] = rounded(value)
+    with_normals: dict[str, AucFigures] | None = None
+    if training_normals:
+        with_normals = {}
+        for label, smooth in smoothing.items():
+            r = frame_auc_with_normals(
+                [smooth(x) for x in raw], labels, [smooth(c.scores) for c in training_normals]
+            )
+            with_normals[label] = auc_figures(r.micro, r.macro, r.macro_padded, names)
+            for name, value in zip(names, r.macro.per_clip, strict=True):
+                per_clip[name].auc_with_training_normals[label] = rounded(value)
     if data.has_masks:
         rt = rbdc_tbdc(boxes, box_scores, gts)
         loc = localisation(boxes, box_scores, gts, labels)
@@ -325,6 +371,11 @@ def evaluate(
             "gt_tracks": 0,
             "localisation": LocalisationFigures(share=None, hits=0, evaluated=0, no_box=0),
         }
+    explanations = None
+    if events is not None:
+        located = locator(collector, dict(zip(names, gts, strict=True))) if data.has_masks else None
+        cut = dict(zip(names, labels, strict=True))
+        explanations = explanation_figures(cut, events, reasons, located)
     return Figures(
         k=k,
         frame_auc=auc,
@@ -332,6 +383,44 @@ def evaluate(
         frames_without_score=missing_total,
         diagnostics=overall_diagnostics(per_clip),
         per_clip=per_clip,
+        frame_auc_with_training_normals=with_normals,
+        training_normals=TrainingNormals(
+            clips=[c.name for c in training_normals],
+            frames=sum(len(c.scores) for c in training_normals),
+            frames_without_score=sum(c.missing for c in training_normals),
+        )
+        if training_normals
+        else None,
+        explanations=explanations,
+    )
+
+
+def locator(collector: TraceCollector, regions: dict[str, GroundTruthRegions]) -> Callable[[Alert], bool]:
+    """Whether an alert's own boxes (its track in its span, as recorded) lie on its clip's regions."""
+
+    def located(a: Alert) -> bool:
+        trace = collector.traces.get(a.clip, ClipTrace())
+        return on_region(trace.track_boxes(a.track_id, a.start_frame, a.end_frame), regions[a.clip])
+
+    return located
+
+
+def smoothings(k: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The frame-score variants, by label: raw, causal_<k>, centred_<k> (each applied per clip)."""
+    return {
+        "raw": lambda x: x,
+        f"causal_{k}": lambda x: smooth_causal(x, k),
+        f"centred_{k}": lambda x: smooth_centred(x, k),
+    }
+
+
+def auc_figures(micro: float, macro: MacroAUC, padded: MacroAUC, names: Sequence[str]) -> AucFigures:
+    return AucFigures(
+        micro=rounded(micro),
+        macro=rounded(macro.mean),
+        macro_clips=len(names) - len(macro.skipped),
+        macro_skipped=[names[i] for i in macro.skipped],
+        macro_padded=rounded(padded.mean),
     )
 
 
@@ -390,12 +479,64 @@ def diagnostics_table(figures: Figures) -> str:
     return "\n".join(lines)
 
 
+def _clip_names(names: list[str]) -> str:
+    return ",".join(names) if len(names) <= 4 else f"{len(names)} clips, {names[0]}..{names[-1]}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{a} {n}" for a, n in counts.items()) or "-"
+
+
+def explanations_table(figures: Figures) -> str:
+    """Alerts true/false with their top reasons, intervals hit, and right top reasons when described."""
+    e = figures.explanations
+    if e is None:
+        return ""
+    lines = [
+        f"alerts {e.alerts}: true {e.true_alerts}, false {e.false_alerts}; "
+        f"false by top reason: {_counts(e.false_by_top_reason)}",
+        "true alerts by top reason: "
+        + ("; ".join(f"{clip}: {_counts(c)}" for clip, c in e.true_by_top_reason.items()) or "-"),
+    ]
+    if e.true_on_region is not None and e.true_off_region_by_top_reason is not None:
+        lines.append(
+            f"true alerts on the anomaly's region {e.true_on_region}/{e.true_alerts}; elsewhere by top "
+            f"reason: {_counts(e.true_off_region_by_top_reason)}"
+        )
+    missed = [f"{i.clip} {i.start_frame}-{i.end_frame}" for i in e.intervals if not i.hit]
+    lines.append(
+        f"anomalous intervals hit {e.intervals_hit}/{len(e.intervals)}"
+        + (f" (missed: {', '.join(missed)})" if missed else "")
+    )
+    r = e.reasons
+    if r is not None:
+        lines.append(
+            f"right top reason: {r.right}/{r.described} described true alerts = {r.share_right} "
+            f"(wrong: {_counts(r.wrong_by_top_reason)}; {Path(r.file).name})"
+            + (
+                f"; on the region {r.right_on_region}/{r.described_on_region} = {r.share_right_on_region}"
+                if r.described_on_region is not None
+                else ""
+            )
+        )
+    return "\n".join(lines)
+
+
 def table(result: EvalResult) -> str:
     figures, replay = result.figures, result.replay
     lines = [f"{'variant':<14}{'micro AUC':>10}{'macro AUC':>10}{'padded':>8}  macro skipped"]
     for label, v in figures.frame_auc.items():
         skipped = ",".join(v.macro_skipped) or "-"
         lines.append(f"{label:<14}{v.micro!s:>10}{v.macro!s:>10}{v.macro_padded!s:>8}  {skipped}")
+    normals = figures.training_normals
+    if figures.frame_auc_with_training_normals is not None and normals is not None:
+        lines.append(
+            f"with the held-out normal training frames ({normals.frames} frames of "
+            f"{_clip_names(normals.clips)}) counted as normal:"
+        )
+        for label, v in figures.frame_auc_with_training_normals.items():
+            skipped = ",".join(v.macro_skipped) or "-"
+            lines.append(f"{label:<14}{v.micro!s:>10}{v.macro!s:>10}{v.macro_padded!s:>8}  {skipped}")
     loc = figures.localisation
     lines.append(
         f"RBDC {figures.rbdc}  TBDC {figures.tbdc}  localisation {loc.share} ({loc.hits}/{loc.evaluated})"

@@ -21,6 +21,7 @@ class ClipTrace:
     smoothed: dict[int, float] = field(default_factory=dict)
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     box_scores: dict[int, np.ndarray] = field(default_factory=dict)
+    track_ids: dict[int, np.ndarray] = field(default_factory=dict)  # the track of each of `boxes`
     #: the highest-scoring attribute of the frame's highest-scoring object ("" when nothing scored)
     top_attribute: dict[int, str] = field(default_factory=dict)
 
@@ -36,6 +37,15 @@ class ClipTrace:
             out[t] = last = value
         return out, missing
 
+    def track_boxes(self, track_id: int, start: int, end: int) -> list[tuple[int, np.ndarray]]:
+        """(frame, xyxy box) of one track in frames start..end (inclusive) where it was scored."""
+        out = []
+        for t in range(start, end + 1):
+            ids = self.track_ids.get(t)
+            if ids is not None and (rows := np.flatnonzero(ids == track_id)).size:
+                out.append((t, self.boxes[t][rows[0]]))
+        return out
+
     def per_frame_boxes(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         empty_b, empty_s = np.zeros((0, 4)), np.zeros(0)
         return (
@@ -45,15 +55,24 @@ class ClipTrace:
 
 
 def save_scores(
-    path: Path, clips: Sequence[tuple[str, int, np.ndarray]], traces: dict[str, ClipTrace]
+    path: Path,
+    clips: Sequence[tuple[str, int, np.ndarray]],
+    traces: dict[str, ClipTrace],
+    training_normals: Sequence[tuple[str, np.ndarray]] = (),
 ) -> Path:
     """Every frame's score and every scored box of the test clips, so anyone can recompute a metric.
 
     Per clip NAME (given as (name, frames, labels)): `NAME.frame_score` (T,) as recorded (NaN: not
     scored), `NAME.labels` (T,), `NAME.box_frame` (B,) the frame of each box, `NAME.boxes` (B, 4) xyxy
-    in pixels and `NAME.box_score` (B,) the object score. npz, no pickles.
+    in pixels and `NAME.box_score` (B,) the object score. The held-out normal training clips (given as
+    (name, scores), every frame normal): `training_normals` (C,) their names and per name
+    `training_normal.NAME.frame_score` (T,) on the clip's frame grid (training_normals.py). npz, no pickles.
     """
     arrays: dict[str, np.ndarray] = {}
+    if training_normals:
+        arrays["training_normals"] = np.array([name for name, _ in training_normals], dtype=str)
+    for name, scores in training_normals:
+        arrays[f"training_normal.{name}.frame_score"] = np.asarray(scores, np.float64)
     for name, n, labels in clips:
         trace = traces.get(name, ClipTrace())
         arrays[f"{name}.frame_score"] = np.array([trace.frame_score.get(t, np.nan) for t in range(n)])
@@ -96,6 +115,7 @@ class TraceCollector:
         keep = np.array([i >= 0 for i in idx], bool)
         trace.boxes[frame.index] = attrs.xyxy[np.array(idx)[keep]].astype(np.float64).reshape(-1, 4)
         trace.box_scores[frame.index] = scores.object_score[keep].astype(np.float64)
+        trace.track_ids[frame.index] = scores.track_id[keep].astype(np.int64)
         trace.top_attribute[frame.index] = top_attribute(scores)
 
 

@@ -17,8 +17,7 @@ import numpy as np
 from pipeline.config import VigilConfig, perception_settings
 from pipeline.errors import ModelError
 from pipeline.logs import fields
-from stages.normality.alert_budget import AlertCurve
-from stages.normality.crossval import MIN_CLIPS, cross_validate, time_blocks
+from stages.normality.crossval import MIN_CLIPS, FalseAlertEstimate, cross_validate, time_blocks
 from stages.normality.fit import FrameSample, fit_normality
 from stages.normality.model import NormalityModel
 from stages.normality.provenance import How, Provenance
@@ -31,7 +30,8 @@ def learn_model(config: VigilConfig, samples: Sequence[FrameSample], seed: int, 
     provenance (the camera's first model version)."""
     model = fit_normality(samples, config.scoring, seed, grid=config.attributes.grid)
     model.perception = perception_settings(config)
-    model.false_alerts = estimate_false_alerts(config, samples, seed)
+    estimate = estimate_false_alerts(config, samples, seed)
+    model.false_alerts = None if estimate is None else estimate.curve(config.events)
     clips = len({s.clip for s in samples})
     model.provenance = Provenance.now(how, footage_seconds(samples), len(samples), clips)
     return model
@@ -39,10 +39,12 @@ def learn_model(config: VigilConfig, samples: Sequence[FrameSample], seed: int, 
 
 def estimate_false_alerts(
     config: VigilConfig, samples: Sequence[FrameSample], seed: int
-) -> AlertCurve | None:
+) -> FalseAlertEstimate | None:
     """Cross-validation over the normal clips, on the perception already computed. One clip is cut
     into `scoring.crossval_folds` stretches of time first. None (with a warning saying why) when
-    cross-validation is off or the footage cannot be split into folds that each fit a model."""
+    cross-validation is off or the footage cannot be split into folds that each fit a model. The
+    held-out clips' scores are kept: the model keeps the alert curve (`.curve(config.events)`),
+    `vigil eval` also counts the held-out frames as normal frames."""
     folds = config.scoring.crossval_folds
     clips = len({s.clip for s in samples})
     if folds > 0 and clips < MIN_CLIPS:
@@ -59,7 +61,7 @@ def estimate_false_alerts(
     except ModelError as exc:  # a fold too small to fit (no objects, nothing to hold out): the model stands
         log.warning(f"no false-alert estimate: {exc}", extra=fields(clips=clips, folds=folds))
         return None
-    return estimate.curve(config.events)
+    return estimate
 
 
 def footage_seconds(samples: Sequence[FrameSample]) -> float:
