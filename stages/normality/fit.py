@@ -160,6 +160,7 @@ def fit_normality(
         direction=parts.direction,
         quantities=parts.quantities,
         banks=parts.banks,
+        tables=parts.tables,
         pose_fill=parts.pose_fill,
         triplets=parts.triplets,
         dynamics=parts.dynamics,
