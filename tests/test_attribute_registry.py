@@ -16,7 +16,7 @@ from stages.normality.attributes import ATTRIBUTES, REGISTRY, _registry, attribu
 from stages.normality.attributes.base import Attribute, FeedbackUnsupported, Input, SkippedFrame
 from stages.normality.features import TrackMemory
 from stages.normality.judge import frame_view, raw_scores
-from stages.normality.model import BANKS, QUANTITIES
+from stages.normality.model import BANKS, QUANTITIES, TABLES
 
 #: the column order of scores and of the model file's held-out arrays: appending is the only change
 FILE_ORDER = (
@@ -32,7 +32,7 @@ FILE_ORDER = (
     "scale_change",
     "dwell",
     "unexplained_motion",
-    "speed_vs_pose",
+    "limb_motion",
     "gait",
 )
 
@@ -44,11 +44,11 @@ def test_registry_keeps_the_model_file_order() -> None:
         "log_height",
         "log_aspect",
         "scale_rate",
-        "dwell",
         "blob_flow",
         "blob_area",
     )
     assert BANKS == ("motion", "pose", "appearance")
+    assert TABLES == ("dwell.counts", "dwell.horizon", "limb_motion")
 
 
 @pytest.mark.parametrize("name", FILE_ORDER)
@@ -65,7 +65,7 @@ def test_every_attribute_declares_itself(name: str) -> None:
 
 def test_window_attributes_are_those_counted_in_analysed_frames() -> None:
     windowed = {n for n, a in REGISTRY.items() if a.on_skipped_frame is SkippedFrame.FRAME_WINDOW}
-    assert windowed == {"dynamics", "speed_vs_pose", "gait"}
+    assert windowed == {"dynamics", "gait"}
     assert all(Input.HISTORY in REGISTRY[n].inputs for n in windowed)
 
 
@@ -105,6 +105,8 @@ def unusual(name: str):
             a.motion_hist[0, 31] = 1.0
         if name == "pose":
             a.pose[0, :34] = np.tile([0.1, 0.9], 17)
+        if name == "dwell":  # standing 30 s where people walk by
+            a.dwell[0] = 30.0
         if name == "appearance":
             a.appearance[0] = 0.0
             a.appearance[0, 0] = 1.0

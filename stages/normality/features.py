@@ -1,9 +1,9 @@
 """Features judged by the normality model, computed the same way at fit time and at score time.
 
 `TrackMemory` is the per-camera state the history-based attributes need (the last velocities for the
-dynamics predictor, the last poses for the speed-vs-pose consistency, the last box aspects for the
-walking stride); one per camera, created and freed by the score stage's lifecycle hooks and by the
-fitter per clip.
+dynamics predictor, the last poses' limbs for limb motion, the last box aspects for the walking
+stride, when the track was first seen for the dwell's censoring); one per camera, created and freed
+by the score stage's lifecycle hooks and by the fitter per clip.
 
 Gait: a walker's box widens and narrows with every step (legs apart, legs together), a rider's or
 a skater's does not. `stride` = standard deviation of the track's log box aspect (width / height)
@@ -12,6 +12,16 @@ around its linear trend over the gait window, the trend removing slow changes of
 the pose window by default: 0.8 s at 10 fps, about one stride cycle). It needs no keypoints, so it
 holds for people 20 px tall whose poses are noise. A 2 s window (two cycles) separated Ped2's riders
 no better and gave a heavier tail on synthetic footage with few held-out tracks.
+
+Limb motion: per pose measurement (a pose the pose stage measured anew, not one it carried to a
+frame it skipped), every keypoint relative to the torso centre (shoulders and hips), in body-heights
+(the shoulder-hip distance over TORSO_SHARE: rigid, unlike a box that grows when an arm is raised).
+Over the last LIMB_WINDOW_S seconds (timestamps, so a lowered pose or analysis rate spans the same
+time), the amplitude of a keypoint is the standard deviation of its position; `limbs` holds the
+largest of the arms' (elbows, wrists) and of the legs' (knees, ankles), and the torso keypoints' own
+mean amplitude, which is keypoint noise (the torso is rigid): what a person's limbs do, and how
+precisely this person's keypoints are measured (a person 100 px tall is measured more coarsely than
+one of 200 px, in body-heights).
 """
 
 from __future__ import annotations
@@ -26,9 +36,17 @@ from pipeline.boxes import box_overlap_of_smaller
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
-HIPS = (11, 12)
+MIN_POSE_FRAMES = 6  # of the gait window: a shorter stretch misses part of a stride
+TORSO = (5, 6, 11, 12)  # shoulders, hips
+ARMS = (7, 8, 9, 10)  # elbows, wrists
 LEGS = (13, 14, 15, 16)  # knees, ankles
-MIN_POSE_FRAMES = 6  # of the pose window: a shorter stretch misses part of a stride
+#: shoulder-to-hip distance as a share of standing height (anthropometric tables: shoulder at 0.818,
+#: hip joint at 0.530 of stature)
+TORSO_SHARE = 0.29
+#: seconds of pose measurements a limb's amplitude is taken over (about one stride or one wave), and
+#: the least measurements of a keypoint in it (Ped2's 10 fps with pose every 3rd frame gives four)
+LIMB_WINDOW_S = 1.2
+MIN_LIMB_MEASUREMENTS = 4
 TRACK_EXPIRY_S = 5.0
 UNTRACKED = -1  # Detections.track_id of a detection the tracker did not follow
 
@@ -107,21 +125,36 @@ def motion_features(hist: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Track:
+    first_pts: float
     last_pts: float
     velocity: deque[np.ndarray]
-    legs: deque[np.ndarray]  # (4, 2) leg keypoints relative to the hip centre, in box-heights
+    #: pose measurements in the limb window: (pts, (17, 2) keypoints relative to the torso centre in
+    #: body-heights, NaN where unseen); `last_pose` tells a new measurement from a carried one
+    limbs: deque[tuple[float, np.ndarray]]
+    last_pose: np.ndarray | None
     log_aspect: deque[float]
     speed: deque[float]
 
 
 @dataclass
 class HistoryFeatures:
-    """Per object of a frame: velocity windows for the dynamics model and leg motion."""
+    """Per object of a frame: velocity windows for the dynamics model, limb motion, stride, elapsed time."""
 
     windows: np.ndarray  # (N, history + 1, 2), NaN where the track is too young
-    leg_motion: np.ndarray  # (N,) box-heights, std of knee/ankle positions over the pose window
+    #: (N, 3) body-heights: amplitude of the arms, of the legs, and of the torso keypoints (noise) over
+    #: the limb window; NaN where not measured often enough
+    limbs: np.ndarray
     stride: np.ndarray  # (N,) detrended std of log box aspect over the gait window; NaN: too young
     track_speed: np.ndarray  # (N,) mean speed (box-heights/s) over the gait window; NaN: none yet
+    #: (N,) seconds since the track was first seen by this memory (0 on its first sighting); NaN: no
+    #: track. What the footage could show of a stay: a dwell can be no longer (Dwell's censoring)
+    elapsed: np.ndarray
+
+    @classmethod
+    def none(cls, n: int, history: int = 4) -> HistoryFeatures:
+        """`n` objects with no history at all (untracked, or judged without a TrackMemory)."""
+        nan = np.full(n, np.nan)
+        return cls(np.full((n, history + 1, 2), np.nan), np.full((n, 3), np.nan), nan, nan.copy(), nan.copy())
 
 
 @dataclass
@@ -136,17 +169,18 @@ class TrackMemory:
     def update(self, attrs: ObjectAttributes, pts: float) -> HistoryFeatures:
         n = len(attrs)
         windows = np.full((n, self.history + 1, 2), np.nan)
-        legs = np.full(n, np.nan)
+        limbs = np.full((n, 3), np.nan)
         stride = np.full(n, np.nan)
         track_speed = np.full(n, np.nan)
+        elapsed = np.full(n, np.nan)
         log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
         # per-row values computed once for the frame (the loop below is per object and in Python)
-        offsets, posed = leg_offsets(*split_pose(attrs.pose), attrs.aspect)
+        rel = torso_relative(attrs.pose, attrs.xyxy)
         velocity = attrs.velocity.astype(np.float64)
         moving = np.isfinite(velocity).all(axis=1).tolist()
-        speed, log_aspect, posed = attrs.speed.tolist(), log_a.tolist(), posed.tolist()
+        speed, log_aspect = attrs.speed.tolist(), log_a.tolist()
         speed_ok, aspect_ok = np.isfinite(attrs.speed).tolist(), np.isfinite(log_a).tolist()
-        leg_tracks: dict[int, list[tuple[int, deque[np.ndarray]]]] = {}  # by window length: (row, legs)
+        posed = np.isfinite(attrs.pose).any(axis=1).tolist() if attrs.pose.shape[1] else [False] * n
         for i, (tid, blob) in enumerate(zip(attrs.track_id.tolist(), attrs.is_blob.tolist(), strict=True)):
             if blob or tid == UNTRACKED:  # no identity: no history
                 continue
@@ -154,21 +188,27 @@ class TrackMemory:
             if tr is None:
                 tr = _Track(
                     pts,
+                    pts,
                     deque(maxlen=self.history + 1),
-                    deque(maxlen=self.pose_window),
+                    deque(),
+                    None,
                     deque(maxlen=self.gait_window),
                     deque(maxlen=self.gait_window),
                 )
                 self.tracks[tid] = tr
             tr.last_pts = pts
+            elapsed[i] = pts - tr.first_pts
             if moving[i]:
                 tr.velocity.append(velocity[i])
             if len(tr.velocity) == self.history + 1:
                 windows[i] = tr.velocity
-            if posed[i]:
-                tr.legs.append(offsets[i])
-            if len(tr.legs) >= min(MIN_POSE_FRAMES, self.pose_window):
-                leg_tracks.setdefault(len(tr.legs), []).append((i, tr.legs))
+            if posed[i] and (tr.last_pose is None or not np.array_equal(tr.last_pose, attrs.pose[i], True)):
+                tr.last_pose = attrs.pose[i]
+                tr.limbs.append((pts, rel[i]))
+            while tr.limbs and pts - tr.limbs[0][0] >= LIMB_WINDOW_S:
+                tr.limbs.popleft()
+            if len(tr.limbs) >= MIN_LIMB_MEASUREMENTS:
+                limbs[i] = limb_amplitudes(np.stack([r for _, r in tr.limbs]))
             if aspect_ok[i]:
                 tr.log_aspect.append(log_aspect[i])
             if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.gait_window):
@@ -177,38 +217,46 @@ class TrackMemory:
                 tr.speed.append(speed[i])
             if tr.speed:
                 track_speed[i] = sum(tr.speed) / len(tr.speed)
-        for group in leg_tracks.values():  # the tracks of one window length at once
-            rows = [i for i, _ in group]
-            stacks = np.stack([leg for _, window in group for leg in window])  # all finite (leg_offsets)
-            legs[rows] = leg_motion(stacks.reshape(len(group), -1, *stacks.shape[1:]))
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
-        return HistoryFeatures(windows, legs, stride, track_speed)
+        return HistoryFeatures(windows, limbs, stride, track_speed, elapsed)
 
 
-_HIP_AND_LEGS = np.array([*HIPS, *LEGS])
+def torso_relative(pose: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+    """(N, 17, 2) keypoints relative to the torso centre, in body-heights (TORSO_SHARE); NaN where a
+    keypoint is unseen, and everywhere in rows whose four torso keypoints are not all seen."""
+    xy, conf = split_pose(pose)
+    box = np.asarray(xyxy, np.float64)
+    px = box[:, None, :2] + xy * (box[:, None, 2:] - box[:, None, :2])  # box-normalised -> pixels
+    seen = (conf >= KP_CONF) & np.isfinite(px).all(axis=2)
+    px = np.where(seen[..., None], px, np.nan)
+    torso = px[:, TORSO]
+    centre = torso.mean(axis=1)
+    length = np.linalg.norm(torso[:, :2].mean(axis=1) - torso[:, 2:].mean(axis=1), axis=1)
+    ok = seen[:, TORSO].all(axis=1) & (length > 0)
+    body = np.where(ok, length / TORSO_SHARE, np.nan)
+    return (px - centre[:, None]) / body[:, None, None]
 
 
-def leg_offsets(xy: np.ndarray, conf: np.ndarray, aspect: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (N): knees and ankles relative to the hip centre (N, 4, 2), x converted from box-widths to
-    box-heights (where the aspect is finite), and (N,) True where those and the hips are seen and finite."""
-    p = xy[:, _HIP_AND_LEGS]  # a copy: hips in rows 0-1, legs in rows 2-5
-    seen = (conf[:, _HIP_AND_LEGS] >= KP_CONF).all(axis=1) & np.isfinite(p).all(axis=(1, 2))
-    aspect = np.asarray(aspect, np.float64)
-    p[:, :, 0] *= np.where(np.isfinite(aspect), aspect, 1.0)[:, None]
-    return p[:, 2:] - ((p[:, 0] + p[:, 1]) / 2.0)[:, None], seen
-
-
-def leg_motion(stacks: np.ndarray) -> np.ndarray:
-    """(M, T, 4, 2) leg offsets of M tracks over T frames -> (M,) the mean over the 4 keypoints of the
-    norm of their standard deviation over the frames. The float operations of np.std and np.linalg.norm
-    in their order: per track the value of `np.linalg.norm(stack.std(axis=0), axis=1).mean()`."""
-    t = stacks.shape[1]
-    dev = stacks - stacks.sum(axis=1, keepdims=True) / t
-    np.multiply(dev, dev, out=dev)
-    std = np.sqrt(dev.sum(axis=1) / t)  # (M, 4, 2)
-    return np.sqrt(np.add.reduce(std * std, axis=2)).mean(axis=1)
+def limb_amplitudes(window: np.ndarray) -> np.ndarray:
+    """(T, 17, 2) torso-relative keypoints of one track's limb window -> (3,) body-heights: the largest
+    amplitude (std of position) of the arms' keypoints, of the legs', and the torso keypoints' mean.
+    A keypoint seen fewer than MIN_LIMB_MEASUREMENTS times in the window has no amplitude."""
+    seen = np.isfinite(window[..., 0])
+    n = seen.sum(axis=0)
+    filled = np.where(seen[..., None], window, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(n, 1)[:, None]
+    dev = np.where(seen[..., None], window - mean, 0.0)
+    amp = np.sqrt((dev * dev).sum(axis=(0, 2)) / np.maximum(n, 1))
+    amp[n < MIN_LIMB_MEASUREMENTS] = np.nan
+    out = np.full(3, np.nan)
+    for j, group in enumerate((ARMS, LEGS)):
+        if np.isfinite(amp[list(group)]).any():
+            out[j] = np.nanmax(amp[list(group)])
+    if np.isfinite(amp[list(TORSO)]).all():
+        out[2] = amp[list(TORSO)].mean()
+    return out
 
 
 def detrended_std(x: np.ndarray) -> float:
@@ -232,8 +280,3 @@ STRIDE_FLOOR = 0.02
 def gait(speed: np.ndarray, stride: np.ndarray) -> np.ndarray:
     """log of (track) speed over stride: high when a person moves without the box swing of walking."""
     return np.log((np.asarray(speed, np.float64) + GAIT_SPEED_FLOOR) / (stride + STRIDE_FLOOR))
-
-
-def speed_vs_pose(speed: np.ndarray, leg_motion: np.ndarray) -> np.ndarray:
-    """log of speed over leg motion: high when an upright body glides without moving its legs."""
-    return np.log((np.asarray(speed, np.float64) + 0.1) / (leg_motion + 0.02))

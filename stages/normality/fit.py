@@ -259,6 +259,7 @@ def _build(
         direction=parts.direction,
         quantities=parts.quantities,
         banks=parts.banks,
+        tables=parts.tables,
         pose_fill=parts.pose_fill,
         triplets=parts.triplets,
         dynamics=parts.dynamics,

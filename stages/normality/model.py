@@ -32,11 +32,13 @@ from stages.normality.triplets import TripletStats
 FORMAT = "vigil-normality"
 VERSION = 5  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
 # 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed);
-# 5: calibrators count held-out tracks (holdout_groups) and shrink their tails toward a prior
+# 5: calibrators count held-out tracks (holdout_groups) and shrink their tails toward a prior;
+# attributes' plain tables (`t.NAME`): dwell's stay counts, limb motion's; speed_vs_pose gone
 
 #: the model parts the attributes own, by name, in the order of the registry (the file's entries)
 QUANTITIES = tuple(q for a in REGISTRY.values() for q in a.quantities)
 BANKS = tuple(a.bank for a in REGISTRY.values() if a.bank is not None)
+TABLES = tuple(t for a in REGISTRY.values() for t in a.tables)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class NormalityModel:
     triplets: TripletStats
     dynamics: DynamicsPredictor
     calibrators: dict[str, TailCalibrator] = field(default_factory=dict)
+    #: plain arrays the attributes own (Attribute.tables), by name
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
     holdout_raw: np.ndarray = field(default_factory=lambda: np.zeros((0, len(ATTRIBUTES))))
     #: each held-out row's independent sample (its track; stages.normality.fit); empty: every row its own
     holdout_groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -174,6 +178,8 @@ class NormalityModel:
             arrays.update(q.to_arrays(f"q.{name}"))
         for name, bank in self.banks.items():
             arrays[f"bank.{name}"] = bank.features
+        for name, table in self.tables.items():
+            arrays[f"t.{name}"] = table
         arrays.update(self.triplets.to_arrays("triplets"))
         arrays.update(self.dynamics.to_arrays("dynamics"))
         arrays["holdout_raw"] = self.holdout_raw
@@ -229,6 +235,7 @@ class NormalityModel:
                 triplets=TripletStats.from_arrays(arrays, "triplets"),
                 dynamics=DynamicsPredictor.from_arrays(arrays, "dynamics", dev),
                 calibrators={c: TailCalibrator.from_arrays(arrays, f"cal.{c}") for c in ATTRIBUTES},
+                tables={t: arrays[f"t.{t}"] for t in TABLES},
                 holdout_raw=arrays["holdout_raw"],
                 holdout_groups=arrays["holdout_groups"],
                 sustained_window=int(meta["sustained"]["window"]),

@@ -18,13 +18,13 @@ from stages.normality.attributes.direction import Direction
 from stages.normality.attributes.dwell import Dwell
 from stages.normality.attributes.dynamics import Dynamics
 from stages.normality.attributes.gait import Gait
+from stages.normality.attributes.limb_motion import LimbMotion
 from stages.normality.attributes.motion import Motion
 from stages.normality.attributes.pose import Pose
 from stages.normality.attributes.relations import Relations
 from stages.normality.attributes.scale_change import ScaleChange
 from stages.normality.attributes.size import Size
 from stages.normality.attributes.speed import Speed
-from stages.normality.attributes.speed_vs_pose import SpeedVsPose
 from stages.normality.attributes.unexplained_motion import UnexplainedMotion
 
 
@@ -49,7 +49,7 @@ REGISTRY = _registry(
     ScaleChange(),
     Dwell(),
     UnexplainedMotion(),
-    SpeedVsPose(),
+    LimbMotion(),
     Gait(),
 )
 

@@ -168,6 +168,7 @@ class ModelParts:
     direction: np.ndarray | None = None
     quantities: dict[str, QuantileGrid] = field(default_factory=dict)
     banks: dict[str, MemoryBank] = field(default_factory=dict)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
     pose_fill: np.ndarray | None = None
     triplets: TripletStats | None = None
     dynamics: DynamicsPredictor | None = None
@@ -232,9 +233,11 @@ class Attribute(ABC):
     geometric: bool
     sustained: bool
     leads: bool = False
-    #: the model parts it owns: quantile tables (model.quantities, file entries `q.NAME`) and memory bank
+    #: the model parts it owns: quantile tables (model.quantities, file entries `q.NAME`), memory bank,
+    #: and plain arrays of counts or statistics (model.tables, file entries `t.NAME`)
     quantities: tuple[str, ...] = ()
     bank: str | None = None
+    tables: tuple[str, ...] = ()
     #: why `absorb_normal` is not supported (None where it is)
     no_feedback: str | None = None
     #: what the raw score is, for the prior of its calibrator's tail (calibration.TailPrior)

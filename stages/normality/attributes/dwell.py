@@ -1,13 +1,28 @@
-"""dwell: how long the object has stayed in one place against the normal stay of its class there."""
+"""dwell: how unusual it is to have stayed this long in this place, given who stayed where in training.
+
+Standing still is not unusual by itself: people wait, talk and look at their phones, in the places
+where they do so. The model counts *visits* (one track in one grid cell) in the normal footage and,
+on a ladder of durations d, how many visits had stayed d seconds in place (`dwell` >= d) among those
+whose track had been seen for d seconds by then (at risk: only they could show such a stay). The
+judged value is -ln P(a visit here has stayed >= d), smoothed from the cell to its 3x3 neighbourhood
+(where people stand is an area, not a cell), to the class over the image, to no opinion (p = 1).
+
+Censoring: footage of 8 s cannot show a 60 s stay, so a stay longer than the longest the footage
+could show (`horizon`, the longest a track of the class was followed) is judged as a stay of the
+horizon, times the chance that a stay seen to last H goes on to last d: H / d (Gott's Copernican
+argument: nothing known about a stay's length beyond its having lasted H, and no scale of its own).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.packets import Reason
 from stages.normality.attributes.base import (
     Attribute,
-    ColumnLearner,
     FitData,
     FitFrame,
     FrameView,
@@ -15,45 +30,143 @@ from stages.normality.attributes.base import (
     Learner,
     ModelParts,
     ObjectView,
+    check_weight,
 )
-from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.calibration import TailPrior
-from stages.normality.grids import Q50, Q99
+
+#: the durations (s) at which stays are counted: 0.25 s to about 3 h, four steps per doubling
+DURATIONS = 0.25 * 2.0 ** (np.arange(56) / 4.0)
+#: weight (in visits) of each smoothing level's parent: cell <- neighbourhood <- class <- no opinion
+PRIOR_VISITS = 2.0
+STAYED, AT_RISK = 0, 1
+
+
+def rung(d: np.ndarray) -> np.ndarray:
+    """Index of the longest counted duration <= d (0 below the first): counts there bound those at d."""
+    return np.clip(np.searchsorted(DURATIONS, np.asarray(d, np.float64), side="right") - 1, 0, None)
+
+
+@dataclass(frozen=True, slots=True)
+class StayTable:
+    """Counted visits per (cell, class, duration): `counts` (C, K, len(DURATIONS), 2) stayed / at
+    risk, and `horizon` (K,) the longest a track of each class was followed (s; 0: never seen)."""
+
+    counts: np.ndarray
+    horizon: np.ndarray
+    grid: tuple[int, int]
+
+    def probability(self, cell: np.ndarray, cls: np.ndarray, dwell: np.ndarray) -> np.ndarray:
+        """(N,) P(a visit of the class to the cell has stayed >= dwell), censored at the horizon."""
+        d = np.nan_to_num(np.asarray(dwell, np.float64), nan=0.0)
+        horizon = self.horizon[cls]
+        seen = np.minimum(d, horizon)
+        j = rung(seen)
+        c = self.counts[:, cls, j]  # (C, N, 2): every cell's counts at each object's class and rung
+        p = np.ones(len(d))  # no opinion
+        for level in (c.sum(axis=0), *self._around(c, cell)):
+            p = (level[:, STAYED] + PRIOR_VISITS * p) / (level[:, AT_RISK] + PRIOR_VISITS)
+        beyond = np.where(d > horizon, np.maximum(horizon, DURATIONS[0]) / np.maximum(d, DURATIONS[0]), 1.0)
+        return np.clip(p * beyond, 1e-12, 1.0)
+
+    def _around(self, c: np.ndarray, cell: np.ndarray) -> Iterator[np.ndarray]:
+        """The neighbourhood's counts, then the cell's, (N, 2) each."""
+        rows, cols = self.grid
+        r, q = np.divmod(cell, cols)
+        near = np.zeros((len(cell), rows * cols), bool)
+        for dr in (-1, 0, 1):
+            for dq in (-1, 0, 1):
+                rr, qq = r + dr, q + dq
+                ok = (rr >= 0) & (rr < rows) & (qq >= 0) & (qq < cols)
+                near[np.flatnonzero(ok), (rr * cols + qq)[ok]] = True
+        yield np.einsum("nc,cnk->nk", near.astype(np.float64), c)
+        yield c[cell, np.arange(len(cell))]
+
+    def add(self, cell: np.ndarray, cls: np.ndarray, stayed: np.ndarray, seen: np.ndarray, w: float) -> None:
+        """Count `w` visits that had stayed `stayed` s in place, followed for `seen` s (>= stayed)."""
+        for c, k, d, e in zip(cell.tolist(), cls.tolist(), stayed.tolist(), seen.tolist(), strict=True):
+            self.counts[c, k, : rung(d) + 1 if d >= DURATIONS[0] else 0, STAYED] += w
+            self.counts[c, k, : rung(e) + 1 if e >= DURATIONS[0] else 0, AT_RISK] += w
+            self.horizon[k] = max(self.horizon[k], e)
+
+    @classmethod
+    def of(cls, model_tables: dict[str, np.ndarray], grid: tuple[int, int]) -> StayTable:
+        return cls(model_tables["dwell.counts"], model_tables["dwell.horizon"], grid)
 
 
 class Dwell(Attribute):
     name = "dwell"
-    tail_prior = TailPrior.ROBUST_Z
+    tail_prior = TailPrior.SURPRISE  # -ln p of a stay this long
     inputs = frozenset({Input.BOX, Input.TRACK})
     geometric = True
     sustained = False  # itself accumulated over time
-    quantities = ("dwell",)
-    no_feedback = QUANTILE_TABLES
+    tables = ("dwell.counts", "dwell.horizon")
 
     def learner(self) -> Learner:
-        return _DwellTable()
+        return _Visits()
 
     def judge(self, frame: FrameView) -> np.ndarray:
-        q = frame.model.quantities["dwell"]
-        return np.where(frame.det, q.robust_z(frame.cell, frame.cls, frame.attrs.dwell, "upper", 1.0), np.nan)
+        table = StayTable.of(frame.model.tables, frame.model.grid)
+        p = table.probability(frame.cell, frame.cls, frame.attrs.dwell)
+        return np.where(frame.det, -np.log(p), np.nan)
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
-        q = obj.model.quantities["dwell"].lookup(obj.cell, obj.kk)[0][0]
+        table = StayTable.of(obj.model.tables, obj.model.grid)
         d = float(obj.attrs.dwell[obj.i])
+        p = float(table.probability(obj.cell, obj.kk, np.array([d]))[0])
+        horizon = float(table.horizon[obj.k])
+        beyond = f", longer than the {horizon:.0f} s training could show" if d > horizon else ""
         return Reason(
             self.name,
             f"{d:.0f} s in place",
-            f"{q[Q50]:.0f} s (99th pct {q[Q99]:.0f} s)",
+            f"p={p:.1%} of a stay this long here",
             score,
-            f"staying {d:.0f} s in one place, normal here for {obj.name} {q[Q50]:.0f} s "
-            f"(99th pct {q[Q99]:.0f} s)",
+            f"staying {d:.0f} s in one place{beyond}: {p:.1%} of the {obj.name}s seen here in training "
+            f"stayed as long",
         )
 
+    def absorb_normal(self, frame: FrameView, rows: np.ndarray, weight: int = 1) -> None:
+        """Each object counts `weight` more visits of its cell that stayed as long as it has."""
+        check_weight(weight)
+        rows = rows[frame.det[rows]]
+        table = StayTable.of(frame.model.tables, frame.model.grid)
+        d = np.nan_to_num(frame.attrs.dwell[rows].astype(np.float64), nan=0.0)
+        table.add(frame.cell[rows], frame.cls[rows], d, d, float(weight))
 
-class _DwellTable(ColumnLearner):
-    def columns(self, frame: FitFrame) -> dict[str, np.ndarray]:
-        return {"dwell": np.where(frame.cut, np.nan, frame.attrs.dwell.astype(np.float64))}
 
-    def fit(self, columns: dict[str, np.ndarray], data: FitData, parts: ModelParts) -> None:
-        x = columns["dwell"]
-        parts.quantities["dwell"] = data.quantile_grid(x, data.det & np.isfinite(x))
+class _Visits(Learner):
+    """Per visit (one sighting of a track, in one cell, as one class): the longest dwell and the longest
+    the track had been followed while there. A sighting starts where TrackMemory's elapsed time is 0."""
+
+    def __init__(self) -> None:
+        self._sighting: dict[int, int] = {}  # track id -> its current sighting's number
+        #: (track id, sighting, cell, class id) -> [stayed, seen, cell, first object row]
+        self._visits: dict[tuple[int, int, int, int], list[float]] = {}
+        self._rows = 0  # objects seen so far: FitData's row of this frame's first object
+
+    def add(self, frame: FitFrame) -> None:
+        a, start = frame.attrs, self._rows
+        self._rows += len(a)
+        elapsed = frame.hist.elapsed
+        ok = ~a.is_blob & ~frame.cut & np.isfinite(elapsed) & np.isfinite(a.dwell)
+        for i in np.flatnonzero(ok).tolist():
+            tid = int(a.track_id[i])
+            if elapsed[i] == 0.0 or tid not in self._sighting:
+                self._sighting[tid] = self._sighting.get(tid, -1) + 1
+            key = (tid, self._sighting[tid], int(a.cell[i]), int(a.class_id[i]))
+            visit = self._visits.setdefault(key, [0.0, 0.0, float(a.cell[i]), float(start + i)])
+            visit[0] = max(visit[0], float(a.dwell[i]))
+            visit[1] = max(visit[1], float(elapsed[i]), visit[0])
+
+    def build(self, data: FitData, parts: ModelParts) -> None:
+        table = StayTable(
+            np.zeros((data.cells, len(data.class_names), len(DURATIONS), 2)),
+            np.zeros(len(data.class_names)),
+            data.grid,
+        )
+        if self._visits:
+            v = np.array(list(self._visits.values()))
+            row = v[:, 3].astype(np.int64)  # the visit's first object: its class on the model's axis
+            table.add(v[:, 2].astype(np.int64), data.cls[row], v[:, 0], v[:, 1], 1.0)
+        parts.tables["dwell.counts"] = table.counts
+        parts.tables["dwell.horizon"] = table.horizon
+        parts.counts["dwell_visits"] = len(self._visits)
