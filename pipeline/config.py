@@ -380,6 +380,14 @@ class ScoringConfig(Section):
     memory_size: int = Field(4000, ge=16, le=1_000_000, description="memory bank rows kept per attribute")
     coreset: Literal["greedy", "random"] = "greedy"
     min_cell_samples: int = Field(10, ge=1, description="fewer samples in a cell: use class-global stats")
+    spread_shrink_tracks: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="weight in tracks of the class's spread in a cell's quantile table (empirical Bayes; "
+        "0: off, the cell's own spread; 2 raised Ped2's cross-validated false alerts, see "
+        "stages/normality/grids.py)",
+    )
     dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
     dynamics_epochs: int = Field(40, ge=1, le=10_000)
     pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")

@@ -210,6 +210,7 @@ def _build(
         {},  # type: ignore[arg-type]
     )
     n_objects = 0
+    tracks: dict[tuple[str, int], int] = {}  # (clip, track id) -> its number in this fit
     for clip in tqdm(_by_clip(samples).values(), desc="fit: statistics", unit="clip"):
         memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
         for s in clip:
@@ -230,10 +231,13 @@ def _build(
             shared["cls"].append(shell.class_index(names, a.class_id, a.is_blob))
             shared["blob"].append(a.is_blob)
             shared["cut"].append(cut)
+            shared["track"].append(_track_numbers(tracks, s.clip, a.track_id, a.is_blob))
     if n_objects == 0:
         raise ModelError("fit: the normal footage has no objects at all; nothing to learn")
     c = {k: np.concatenate(v) for k, v in shared.items()}
-    data = FitData(c["cell"], c["cls"], c["blob"], c["cut"], class_names, (rows, cols), config, seed, device)
+    data = FitData(
+        c["cell"], c["cls"], c["blob"], c["cut"], c["track"], class_names, (rows, cols), config, seed, device
+    )
     parts = ModelParts()
     for learner in learners:  # in registry order: the banks' coresets, then the dynamics training
         learner.build(data, parts)
@@ -264,6 +268,18 @@ def _build(
         triplets=parts.triplets,
         dynamics=parts.dynamics,
     )
+
+
+def _track_numbers(
+    numbers: dict[tuple[str, int], int], clip: str, track_id: np.ndarray, is_blob: np.ndarray
+) -> np.ndarray:
+    """Each object's track numbered over the fit (`numbers` grows); untracked objects and moving
+    regions get a number of their own each."""
+    out = np.empty(len(track_id), np.int64)
+    for i, (t, blob) in enumerate(zip(track_id.tolist(), is_blob.tolist(), strict=True)):
+        key = (clip, int(t)) if not blob and t != UNTRACKED else ("", -len(numbers) - 1)
+        out[i] = numbers.setdefault(key, len(numbers))
+    return out
 
 
 def _calibrate_sustained(

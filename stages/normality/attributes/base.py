@@ -132,13 +132,15 @@ class FitFrame:
 
 @dataclass(frozen=True)
 class FitData:
-    """The fit part's objects, all frames concatenated (`cell`, `cls`, `blob`, `cut` per object, in the
+    """The fit part's objects, all frames concatenated (`cell`, `cls`, `blob`, `cut` and `track`, the
+    object's track numbered over the fit's clips, each untracked object its own, per object, in the
     order the learners' columns were added), and what the learners build their parts with."""
 
     cell: np.ndarray
     cls: np.ndarray
     blob: np.ndarray
     cut: np.ndarray
+    track: np.ndarray
     class_names: tuple[str, ...]
     grid: tuple[int, int]
     config: ScoringConfig
@@ -156,8 +158,11 @@ class FitData:
     def quantile_grid(self, x: np.ndarray, mask: np.ndarray) -> QuantileGrid:
         """Quantile tables of `x` over the objects where `mask` holds, per (cell, class)."""
         k_all = len(self.class_names)
-        cell, cls = self.cell[mask], self.cls[mask]
-        return QuantileGrid.fit(self.cells, k_all, cell, cls, x[mask], self.config.min_cell_samples)
+        cell, cls, track = self.cell[mask], self.cls[mask], self.track[mask]
+        config = self.config
+        return QuantileGrid.fit(
+            self.cells, k_all, cell, cls, x[mask], config.min_cell_samples, track, config.spread_shrink_tracks
+        )
 
 
 @dataclass
