@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.boxes import box_overlap_of_smaller
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
+from stages.normality.scale import ScaleMemory
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
 HIPS = (11, 12)
@@ -122,6 +123,9 @@ class HistoryFeatures:
     leg_motion: np.ndarray  # (N,) box-heights, std of knee/ankle positions over the pose window
     stride: np.ndarray  # (N,) detrended std of log box aspect over the gait window; NaN: too young
     track_speed: np.ndarray  # (N,) mean speed (box-heights/s) over the gait window; NaN: none yet
+    #: (N,) d(log size)/dt per second from the reliably visible size (stages.normality.scale); None:
+    #: not measured (features built by hand), judged as NaN
+    scale_rate: np.ndarray | None = None
 
 
 @dataclass
@@ -132,8 +136,13 @@ class TrackMemory:
     pose_window: int
     gait_window: int = 8
     tracks: dict[int, _Track] = field(default_factory=dict)
+    scale: ScaleMemory = field(default_factory=lambda: ScaleMemory(KP_CONF))
 
-    def update(self, attrs: ObjectAttributes, pts: float) -> HistoryFeatures:
+    def update(
+        self, attrs: ObjectAttributes, pts: float, frame_size: tuple[int, int] | None = None
+    ) -> HistoryFeatures:
+        """The frame's history features; `frame_size` (height, width): boxes cut by the frame edge give
+        no size sample (None: unknown, no box is taken as cut)."""
         n = len(attrs)
         windows = np.full((n, self.history + 1, 2), np.nan)
         legs = np.full(n, np.nan)
@@ -141,7 +150,8 @@ class TrackMemory:
         track_speed = np.full(n, np.nan)
         log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
         # per-row values computed once for the frame (the loop below is per object and in Python)
-        offsets, posed = leg_offsets(*split_pose(attrs.pose), attrs.aspect)
+        keypoints = split_pose(attrs.pose)
+        offsets, posed = leg_offsets(*keypoints, attrs.aspect)
         velocity = attrs.velocity.astype(np.float64)
         moving = np.isfinite(velocity).all(axis=1).tolist()
         speed, log_aspect, posed = attrs.speed.tolist(), log_a.tolist(), posed.tolist()
@@ -184,7 +194,8 @@ class TrackMemory:
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
-        return HistoryFeatures(windows, legs, stride, track_speed)
+        scale_rate = self.scale.update(attrs, pts, keypoints, frame_size)
+        return HistoryFeatures(windows, legs, stride, track_speed, scale_rate)
 
 
 _HIP_AND_LEGS = np.array([*HIPS, *LEGS])

@@ -28,8 +28,9 @@ from stages.normality.memory import MemoryBank, OneBlasThread, resolve_device
 from stages.normality.triplets import TripletStats
 
 FORMAT = "vigil-normality"
-VERSION = 4  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
-# 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed)
+VERSION = 5  # 2: attribute gait (calibrator and holdout column); 3: sustained evidence calibrators;
+# 4: relative dynamics error, median sustained evidence and its tail floor (calibrated values changed);
+# 5: scale change from the visible size (table q.visible_scale_rate), thrown objects
 
 #: the model parts the attributes own, by name, in the order of the registry (the file's entries)
 QUANTITIES = tuple(q for a in REGISTRY.values() for q in a.quantities)
