@@ -123,9 +123,10 @@ class HistoryFeatures:
     leg_motion: np.ndarray  # (N,) box-heights, std of knee/ankle positions over the pose window
     stride: np.ndarray  # (N,) detrended std of log box aspect over the gait window; NaN: too young
     track_speed: np.ndarray  # (N,) mean speed (box-heights/s) over the gait window; NaN: none yet
-    #: (N,) d(log size)/dt per second from the reliably visible size (stages.normality.scale); None:
-    #: not measured (features built by hand), judged as NaN
+    #: (N,) d(log size)/dt per second from the reliably visible size (stages.normality.scale), and its
+    #: standard error; None: not measured (features built by hand), judged as NaN
     scale_rate: np.ndarray | None = None
+    scale_se: np.ndarray | None = None
 
 
 @dataclass
@@ -194,8 +195,8 @@ class TrackMemory:
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
-        scale_rate = self.scale.update(attrs, pts, keypoints, frame_size)
-        return HistoryFeatures(windows, legs, stride, track_speed, scale_rate)
+        scale_rate, scale_se = self.scale.update(attrs, pts, keypoints, frame_size)
+        return HistoryFeatures(windows, legs, stride, track_speed, scale_rate, scale_se)
 
 
 _HIP_AND_LEGS = np.array([*HIPS, *LEGS])

@@ -7,7 +7,8 @@ each a robust slope over the last second, the two agreeing. A walker coming out 
 dancer raising the arms, a box entering the picture change one ruler and not the other, and do not read
 as an approach; a walk at the camera grows both. Judged both ways against the rates of normal footage
 in the same place (people seen large walk across as well as toward the camera, and only the place's
-normal tells which is usual).
+normal tells which is usual): a robust z whose spread is the place's normal spread and the rate's own
+standard error together, so the jitter of a 30-pixel box is not an approach.
 """
 
 from __future__ import annotations
@@ -25,20 +26,34 @@ from stages.normality.attributes.base import (
     Learner,
     ModelParts,
     ObjectView,
-    PathSpeed,
 )
 from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.features import HistoryFeatures
-from stages.normality.grids import Q50, Q99
+from stages.normality.grids import Q10, Q50, Q90, Q99, QuantileGrid
 
 #: the spread floor of the robust z (per second): rates within a few % per second of the normal
 #: median are jitter of the rulers, whatever the normal footage's spread
 SPREAD_FLOOR = 0.05
 
 
-def visible_scale_rate(hist: HistoryFeatures, n: int) -> np.ndarray:
-    """(n,) the history's scale rate, NaN where it was not measured."""
-    return np.full(n, np.nan) if hist.scale_rate is None else hist.scale_rate
+def visible_scale_rate(hist: HistoryFeatures, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) the history's scale rate and (n,) its standard error, NaN where they were not measured."""
+    if hist.scale_rate is None or hist.scale_se is None:
+        return np.full(n, np.nan), np.full(n, np.nan)
+    return hist.scale_rate, hist.scale_se
+
+
+def rate_z(
+    table: QuantileGrid, cell: np.ndarray, cls: np.ndarray, rate: np.ndarray, se: np.ndarray
+) -> np.ndarray:
+    """(N,) |rate - normal median| over the normal spread on its side (10-50 or 50-90 %, floored) and
+    the rate's standard error in quadrature; NaN where the rate or any normal is missing."""
+    q, level = table.lookup(cell, cls)
+    med = q[:, Q50]
+    up = rate >= med
+    spread = np.maximum(np.where(up, q[:, Q90] - med, med - q[:, Q10]), SPREAD_FLOOR)
+    z = np.abs(rate - med) / np.sqrt(spread * spread + np.nan_to_num(se) ** 2)
+    return np.where((level == 3) | ~np.isfinite(rate), np.nan, z)
 
 
 class ScaleChange(Attribute):
@@ -53,41 +68,39 @@ class ScaleChange(Attribute):
         return _ScaleRateTable()
 
     def judge(self, frame: FrameView) -> np.ndarray:
-        q = frame.model.quantities["visible_scale_rate"]
-        rate = visible_scale_rate(frame.hist, len(frame.attrs))
-        return np.where(frame.det, q.robust_z(frame.cell, frame.cls, rate, "both", SPREAD_FLOOR), np.nan)
+        rate, se = visible_scale_rate(frame.hist, len(frame.attrs))
+        z = rate_z(frame.model.quantities["visible_scale_rate"], frame.cell, frame.cls, rate, se)
+        return np.where(frame.det, z, np.nan)
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
-        """The rate is the history's, which the explainer does not see: recovered from the calibrated
-        score as the raw robust z, signed by the side of the normal median it fell on (ByCalibrator's
-        way), and stated against the place's normal rates."""
+        """The rate is the history's, which the explainer does not see: its least distance from the
+        normal median is recovered from the calibrated score (the raw z, ByCalibrator's way) times the
+        normal spread on its side (the rate's own error only adds to it), and stated against the
+        place's normal rates."""
         q = obj.model.quantities["visible_scale_rate"].lookup(obj.cell, obj.kk)[0][0]
         z = obj.model.calibrators[self.name].inverse(score)
         return self._reason(q, z, score, obj.attrs.scale_rate[obj.i])
-
-    def sustained_text(self, obj: ObjectView, path: PathSpeed) -> str | None:
-        return None
 
     def _reason(self, q: np.ndarray, z: float, score: float, box_rate: float) -> Reason:
         # the side: the tracker's box rate says which way the size went (the visible rate's sign agrees
         # with it wherever the visible rate is far from normal: both rulers grew or both shrank)
         up = bool(np.isfinite(box_rate) and box_rate >= q[Q50])
-        spread = max((q[5] - q[Q50]) if up else (q[Q50] - q[1]), SPREAD_FLOOR)
+        spread = max((q[Q90] - q[Q50]) if up else (q[Q50] - q[Q10]), SPREAD_FLOOR)
         rate = float(q[Q50] + (z * spread if up else -z * spread))
         way = "approaching the camera" if rate > 0 else "moving away from the camera"
         return Reason(
             self.name,
-            f"size changing {rate:+.2f}/s",
+            f"size changing >= {rate:+.2f}/s" if up else f"size changing <= {rate:+.2f}/s",
             f"{q[Q50]:+.2f}/s (1-99th pct {q[0]:+.2f}..{q[Q99]:+.2f})",
             score,
-            f"{way}: size changing {rate:+.0%} per second (box and body agree), "
-            f"normal here {q[0]:+.0%}..{q[Q99]:+.0%}",
+            f"{way}: size changing {rate:+.0%} per second or {'more' if up else 'less'} (box and body "
+            f"agree), normal here {q[0]:+.0%}..{q[Q99]:+.0%}",
         )
 
 
 class _ScaleRateTable(ColumnLearner):
     def columns(self, frame: FitFrame) -> dict[str, np.ndarray]:
-        rate = visible_scale_rate(frame.hist, len(frame.attrs))
+        rate, _ = visible_scale_rate(frame.hist, len(frame.attrs))
         return {"visible_scale_rate": np.where(frame.cut, np.nan, rate)}
 
     def fit(self, columns: dict[str, np.ndarray], data: FitData, parts: ModelParts) -> None:

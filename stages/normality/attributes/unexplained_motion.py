@@ -4,15 +4,17 @@ flow speed or area is unusual here, or something small leaving a person faster t
 
 Thrown. A thing someone throws or drops is small, starts at their body and moves away from it fast;
 the detector has rarely a class for it (a sheet of paper, a bag), so it is a moving region of the flow
-(stages.blobs), or a small detection. Each moving region and each small non-person detection near a
-person (within REACH of their box's height, at most CARRIED of it tall) gets a departure speed: its
+(stages.blobs), or a detection of a thing people carry (HELD; a bicycle beside a walker leaves nobody).
+Each moving region and each such detection near a person (within REACH of their box's height, at most
+CARRIED of it tall) gets a departure speed: its
 velocity relative to that person's, along the line from the person's box centre to its own, in the
 person's body-heights per second. The region's velocity is the flow inside it: the median flow speed,
 in the direction of the orientation histogram's resultant (motion_hist), shortened by that resultant's
 length, so an incoherent region (flicker, a swinging limb's halo) moves little. The departure is judged
 against the normal speed of people in the person's place (the `speed` tables of the speed attribute):
 "faster than anyone walks here, away from them" is what learnt normal footage can say of a throw that
-the footage never showed.
+the footage never showed. The judged score is the larger of the region's and the departure's; the
+reason tells a departure faster than the place's 99th percentile of people's speed as a throw.
 """
 
 from __future__ import annotations
@@ -44,6 +46,25 @@ CARRIED = 0.75
 ORIENTATIONS = AttributesConfig().motion_bins[1]
 #: the robust-z spread floor of the departure (body-heights/s), as the speed attribute's
 SPEED_FLOOR = 0.1
+#: COCO classes of things a person can hold, and so throw or drop (vehicles, animals, furniture and
+#: boards people ride are not)
+HELD = frozenset(
+    {
+        "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "sports ball", "kite",
+        "baseball bat", "baseball glove", "tennis racket", "bottle", "wine glass", "cup", "fork",
+        "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot",
+        "hot dog", "pizza", "donut", "cake", "laptop", "mouse", "remote", "keyboard", "cell phone",
+        "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    }
+)  # fmt: skip
+
+
+def held(attrs: ObjectAttributes) -> np.ndarray:
+    """(N,) True for detections of a class in HELD."""
+    flags = np.array([name in HELD for name in attrs.class_names] or [False])
+    cid = attrs.class_id
+    ok = ~attrs.is_blob & (cid >= 0) & (cid < len(attrs.class_names))
+    return ok & flags[np.where(ok, cid, 0)]
 
 
 def log_area(height: np.ndarray, aspect: np.ndarray) -> np.ndarray:
@@ -71,13 +92,13 @@ def flow_velocity(attrs: ObjectAttributes) -> np.ndarray:
 def departures(attrs: ObjectAttributes, person: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per object: the row of the person it is leaving (-1: none near) and its speed away from them in
     their body-heights per second (NaN: no person near, or no flow). Candidates are the moving regions
-    and the non-person detections at most CARRIED of the person's height; the person is the nearest
-    within REACH of their box's height."""
+    and the detections of things people hold (HELD), at most CARRIED of the person's height; the
+    person is the nearest within REACH of their box's height."""
     n = len(attrs)
     who = np.full(n, -1)
     away = np.full(n, np.nan)
     people = np.flatnonzero(person)
-    candidates = np.flatnonzero(~person)
+    candidates = np.flatnonzero(~person & (attrs.is_blob | held(attrs)))
     if len(people) == 0 or len(candidates) == 0:
         return who, away
     xyxy = attrs.xyxy.astype(np.float64)
@@ -137,16 +158,17 @@ class UnexplainedMotion(Attribute):
         return np.fmax(region, thrown_z(q["speed"], cell, cls, who, away))
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
+        """Something leaving a person faster than the people here move (their 99th percentile) is told
+        as thrown, whichever part scored higher (a small region's flow in its own heights per second
+        is large whatever it is); anything else as motion no detection explains."""
         m, attrs, i = obj.model, obj.attrs, obj.i
         cls = m.class_index(attrs.class_names, attrs.class_id, attrs.is_blob)
         who, away = departures(attrs, ~attrs.is_blob & m.is_class(PERSON)[cls])
-        cell = attrs.cell.astype(np.int64)
-        zt = thrown_z(m.quantities["speed"], cell, cls, who, away)[i]
-        zr = np.nan
-        if attrs.is_blob[i]:
-            zr = self._region_z(obj)
-        if np.isfinite(zt) and not zr > zt:
-            return self._thrown(obj, int(who[i]), float(away[i]), int(cls[who[i]]), score)
+        if who[i] >= 0:
+            p = int(who[i])
+            q = m.quantities["speed"].lookup(np.array([int(attrs.cell[p])]), np.array([int(cls[p])]))[0][0]
+            if away[i] > q[Q99] or not attrs.is_blob[i]:  # a detection is judged by its departure only
+                return self._leaving(obj, p, float(away[i]), float(q[Q99]), score)
         f = float(attrs.flow_speed[i])
         q, level = m.quantities["blob_flow"].lookup(obj.cell, obj.kk)
         normal = f"flow <= {q[0][Q99]:.2f} (99th pct)"
@@ -160,26 +182,20 @@ class UnexplainedMotion(Attribute):
             f"something moves here ({f:.1f} region-heights/s) that no detected object explains",
         )
 
-    def _region_z(self, obj: ObjectView) -> float:
-        q, a, i = obj.model.quantities, obj.attrs, obj.i
-        zf = q["blob_flow"].robust_z(obj.cell, obj.kk, a.flow_speed[i : i + 1], "upper", 0.1)[0]
-        area = log_area(a.height[i : i + 1], a.aspect[i : i + 1])
-        zs = q["blob_area"].robust_z(obj.cell, obj.kk, area, "upper", 0.1)[0]
-        return float(np.fmax(zf, zs))
-
-    def _thrown(self, obj: ObjectView, person: int, away: float, person_cls: int, score: float) -> Reason:
+    def _leaving(self, obj: ObjectView, person: int, away: float, normal99: float, score: float) -> Reason:
         attrs = obj.attrs
-        cell = np.array([int(attrs.cell[person])])
-        q = obj.model.quantities["speed"].lookup(cell, np.array([person_cls]))[0][0]
         what = "object" if attrs.is_blob[obj.i] else obj.name
         tid = int(attrs.track_id[person])
+        how = (
+            f"{what} thrown or dropped by person #{tid}" if away > normal99 else f"{what} near person #{tid}"
+        )
         return Reason(
             self.name,
             f"{away:.2f} body-heights/s away from person #{tid}",
-            f"people here move <= {q[Q99]:.2f} (99th pct)",
+            f"people here move <= {normal99:.2f} (99th pct)",
             score,
-            f"{what} thrown or dropped by person #{tid}: moving {away:.1f} body-heights/s away from them, "
-            f"people here move at most {q[Q99]:.1f}",
+            f"{how}: moving {away:.1f} body-heights/s away from them, "
+            f"people here move at most {normal99:.1f}",
         )
 
 
