@@ -56,7 +56,9 @@ def boxes(*xyxy: tuple[float, float, float, float], blob: tuple[bool, ...] = ())
     [
         (None, True),  # alone
         ((90, 180, 130, 300), False),  # someone nearer: their box holds the walker's feet (bottom edge)
-        ((90, 20, 130, 110), False),  # their box holds the walker's head (top edge)
+        ((90, 50, 130, 300), False),  # someone nearer and taller: their box holds head and feet
+        ((90, 20, 130, 110), True),  # a box round the head, standing farther back: behind, hides nothing
+        ((95, 150, 145, 202), True),  # a bicycle under its rider: at the same depth
         ((105, 140, 115, 160), True),  # a bag inside the walker's box reaches no edge
         ((60, 100, 108, 200), True),  # side by side: it covers a side, not the middle of top or bottom
         ((200, 100, 240, 200), True),  # apart

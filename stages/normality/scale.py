@@ -7,8 +7,10 @@ top edge, a box entering the picture grows while the frame edge cuts it. So each
 rulers of its size, each sampled only in frames where it can be trusted, with their timestamps:
 
 - the box height, in frames where both its top and its bottom edge are clear: not cut by the frame
-  edge and not inside another detection's box (an occluder in front, or the one it hides); a box
-  lying inside this one (a bag, a phone) covers no edge and does not count;
+  edge and not inside the box of another detection standing nearer the camera (its bottom edge lower
+  in the picture: on a ground plane seen from above, what is nearer stands lower and hides what is
+  behind). A box lying inside this one (a bag, a phone) covers no edge; a bicycle under its rider,
+  or a walker beside another at the same depth, hides none of it;
 - the torso length (shoulder centre to hip centre, in pixels) of people whose shoulders and hips the
   pose stage saw, when it spans at least MIN_TORSO_PX: it does not change when legs are hidden or
   arms are raised.
@@ -50,7 +52,8 @@ MIN_SPAN_S = 0.5
 
 def clear_heights(attrs: ObjectAttributes, frame_size: tuple[int, int] | None) -> np.ndarray:
     """(N,) True for detections whose box height shows the object's: top and bottom edge clear of the
-    frame edge (when `frame_size` = (height, width) is known) and of every other detection's box."""
+    frame edge (when `frame_size` = (height, width) is known) and of the boxes of the detections that
+    stand nearer the camera (module docstring)."""
     det = ~attrs.is_blob
     xyxy = attrs.xyxy.astype(np.float64)
     y1, y2 = xyxy[:, 1], xyxy[:, 3]
@@ -73,6 +76,7 @@ def clear_heights(attrs: ObjectAttributes, frame_size: tuple[int, int] | None) -
     for edge in (b[:, 1], b[:, 3]):  # top, then bottom: inside box j's rows, a margin deep
         covered |= (edge[:, None] >= b[None, :, 1] - margin) & (edge[:, None] <= b[None, :, 3] + margin)
     covered &= wide
+    covered &= b[None, :, 3] > b[:, 3, None] + margin  # box j stands nearer the camera
     np.fill_diagonal(covered, False)
     clear[rows] &= ~covered.any(axis=1)
     return clear
