@@ -145,7 +145,7 @@ class Scorer:
     ) -> Scores:
         """`frame_size` (height, width): boxes cut by the frame edge get no geometric attribute."""
         st = self.state
-        hist = st.memory.update(attrs, pts)
+        hist = st.memory.update(attrs, pts, frame_size)
         raw = raw_scores(st.model, attrs, graph, hist, self.config.knn_k, self.attributes, frame_size)
         cal = st.calibrators(raw)
         sustained = None

@@ -43,7 +43,7 @@ def test_registry_keeps_the_model_file_order() -> None:
         "speed",
         "log_height",
         "log_aspect",
-        "scale_rate",
+        "visible_scale_rate",
         "blob_flow",
         "blob_area",
     )

@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline.boxes import box_overlap_of_smaller
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
+from stages.normality.scale import ScaleMemory
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
 MIN_POSE_FRAMES = 6  # of the gait window: a shorter stretch misses part of a stride
@@ -149,6 +150,10 @@ class HistoryFeatures:
     #: (N,) seconds since the track was first seen by this memory (0 on its first sighting); NaN: no
     #: track. What the footage could show of a stay: a dwell can be no longer (Dwell's censoring)
     elapsed: np.ndarray
+    #: (N,) d(log size)/dt per second from the reliably visible size (stages.normality.scale), and its
+    #: standard error; None: not measured (features built by hand), judged as NaN
+    scale_rate: np.ndarray | None = None
+    scale_se: np.ndarray | None = None
 
     @classmethod
     def none(cls, n: int, history: int = 4) -> HistoryFeatures:
@@ -165,8 +170,13 @@ class TrackMemory:
     pose_window: int
     gait_window: int = 8
     tracks: dict[int, _Track] = field(default_factory=dict)
+    scale: ScaleMemory = field(default_factory=lambda: ScaleMemory(KP_CONF))
 
-    def update(self, attrs: ObjectAttributes, pts: float) -> HistoryFeatures:
+    def update(
+        self, attrs: ObjectAttributes, pts: float, frame_size: tuple[int, int] | None = None
+    ) -> HistoryFeatures:
+        """The frame's history features; `frame_size` (height, width): boxes cut by the frame edge give
+        no size sample (None: unknown, no box is taken as cut)."""
         n = len(attrs)
         windows = np.full((n, self.history + 1, 2), np.nan)
         limbs = np.full((n, 3), np.nan)
@@ -176,6 +186,7 @@ class TrackMemory:
         log_a = np.log(np.maximum(attrs.aspect.astype(np.float64), 1e-6))
         # per-row values computed once for the frame (the loop below is per object and in Python)
         rel = torso_relative(attrs.pose, attrs.xyxy)
+        keypoints = split_pose(attrs.pose)
         velocity = attrs.velocity.astype(np.float64)
         moving = np.isfinite(velocity).all(axis=1).tolist()
         speed, log_aspect = attrs.speed.tolist(), log_a.tolist()
@@ -220,7 +231,8 @@ class TrackMemory:
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]
-        return HistoryFeatures(windows, limbs, stride, track_speed, elapsed)
+        scale_rate, scale_se = self.scale.update(attrs, pts, keypoints, frame_size)
+        return HistoryFeatures(windows, limbs, stride, track_speed, elapsed, scale_rate, scale_se)
 
 
 def torso_relative(pose: np.ndarray, xyxy: np.ndarray) -> np.ndarray:

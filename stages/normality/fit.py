@@ -128,7 +128,7 @@ def fit_normality(
             memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
             starts.append(len(raws))
             for s in clip:
-                hist = memory.update(s.attributes, s.pts)
+                hist = memory.update(s.attributes, s.pts, (s.height, s.width))
                 if not len(s.attributes):
                     continue
                 size = (s.height, s.width)
@@ -219,7 +219,7 @@ def _build(
                 raise ModelError(f"fit: clip {s.clip} uses other class names than the first clip")
             if len(a) and int(a.cell.max()) >= cells:
                 raise ModelError(f"fit: cell cell {int(a.cell.max())}, grid {rows}x{cols} has {cells}")
-            hist = memory.update(a, s.pts)
+            hist = memory.update(a, s.pts, (s.height, s.width))
             cut = truncated(a.xyxy, (s.height, s.width))  # not learnt, as they are not judged
             frame = FitFrame(a, s.scene_graph, hist, cut)
             for learner in learners:
