@@ -1,11 +1,13 @@
 """dwell: how unusual it is to have stayed this long in this place, given who stayed where in training.
 
 Standing still is not unusual by itself: people wait, talk and look at their phones, in the places
-where they do so. The model counts *visits* (one track in one grid cell) in the normal footage and,
-on a ladder of durations d, how many visits had stayed d seconds in place (`dwell` >= d) among those
-whose track had been seen for d seconds by then (at risk: only they could show such a stay). The
-judged value is -ln P(a visit here has stayed >= d), smoothed from the cell to its 3x3 neighbourhood
-(where people stand is an area, not a cell), to the class over the image, to no opinion (p = 1).
+where they do so. The model counts *visits* (one track in one grid cell) in the normal footage on a
+ladder of durations d_j, and estimates P(a visit here stays >= d) as a product-limit (Kaplan-Meier)
+estimate: the product over the rungs up to d of P(stayed >= d_j | stayed >= d_j-1), each counted
+among the visits followed long enough to show it (at risk). So the probability never rises with the
+duration, however few visits were followed that long. Each rung's conditional is smoothed from the
+cell to its 3x3 neighbourhood (where people stand is an area, not a cell), to the class over the
+image, to no opinion (1); the judged value is -ln P.
 
 Censoring: footage of 8 s cannot show a 60 s stay, so a stay longer than the longest the footage
 could show (`horizon`, the longest a track of the class was followed) is judged as a stay of the
@@ -48,8 +50,9 @@ def rung(d: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class StayTable:
-    """Counted visits per (cell, class, duration): `counts` (C, K, len(DURATIONS), 2) stayed / at
-    risk, and `horizon` (K,) the longest a track of each class was followed (s; 0: never seen)."""
+    """Counted visits per (cell, class, duration): `counts` (C, K, len(DURATIONS), 2) stayed and at
+    risk (had stayed to the rung before, followed to this one), and `horizon` (K,) the longest a track
+    of each class was followed (s; 0: never seen)."""
 
     counts: np.ndarray
     horizon: np.ndarray
@@ -60,16 +63,17 @@ class StayTable:
         d = np.nan_to_num(np.asarray(dwell, np.float64), nan=0.0)
         horizon = self.horizon[cls]
         seen = np.minimum(d, horizon)
-        j = rung(seen)
-        c = self.counts[:, cls, j]  # (C, N, 2): every cell's counts at each object's class and rung
-        p = np.ones(len(d))  # no opinion
+        c = self.counts[:, cls]  # (C, N, J, 2): every cell's counts at each object's class
+        h = np.ones(c.shape[1:3])  # (N, J) conditional P(stayed >= d_j | stayed >= d_j-1): no opinion
         for level in (c.sum(axis=0), *self._around(c, cell)):
-            p = (level[:, STAYED] + PRIOR_VISITS * p) / (level[:, AT_RISK] + PRIOR_VISITS)
+            h = (level[..., STAYED] + PRIOR_VISITS * h) / (level[..., AT_RISK] + PRIOR_VISITS)
+        survival = np.cumprod(np.minimum(h, 1.0), axis=1)
+        p = np.where(seen >= DURATIONS[0], survival[np.arange(len(d)), rung(seen)], 1.0)
         beyond = np.where(d > horizon, np.maximum(horizon, DURATIONS[0]) / np.maximum(d, DURATIONS[0]), 1.0)
         return np.clip(p * beyond, 1e-12, 1.0)
 
     def _around(self, c: np.ndarray, cell: np.ndarray) -> Iterator[np.ndarray]:
-        """The neighbourhood's counts, then the cell's, (N, 2) each."""
+        """The neighbourhood's counts, then the cell's, (N, J, 2) each."""
         rows, cols = self.grid
         r, q = np.divmod(cell, cols)
         near = np.zeros((len(cell), rows * cols), bool)
@@ -78,14 +82,19 @@ class StayTable:
                 rr, qq = r + dr, q + dq
                 ok = (rr >= 0) & (rr < rows) & (qq >= 0) & (qq < cols)
                 near[np.flatnonzero(ok), (rr * cols + qq)[ok]] = True
-        yield np.einsum("nc,cnk->nk", near.astype(np.float64), c)
+        yield np.einsum("nc,cnjk->njk", near.astype(np.float64), c)
         yield c[cell, np.arange(len(cell))]
 
     def add(self, cell: np.ndarray, cls: np.ndarray, stayed: np.ndarray, seen: np.ndarray, w: float) -> None:
-        """Count `w` visits that had stayed `stayed` s in place, followed for `seen` s (>= stayed)."""
+        """Count `w` visits that had stayed `stayed` s in place, followed for `seen` s (>= stayed).
+
+        A visit counts as having stayed at every rung up to its stay, and as at risk at every rung it
+        had reached the rung before of and was followed to (it could have shown a stay that long)."""
         for c, k, d, e in zip(cell.tolist(), cls.tolist(), stayed.tolist(), seen.tolist(), strict=True):
-            self.counts[c, k, : rung(d) + 1 if d >= DURATIONS[0] else 0, STAYED] += w
-            self.counts[c, k, : rung(e) + 1 if e >= DURATIONS[0] else 0, AT_RISK] += w
+            top_stayed = int(rung(d)) if d >= DURATIONS[0] else -1
+            top_seen = int(rung(e)) if e >= DURATIONS[0] else -1
+            self.counts[c, k, : top_stayed + 1, STAYED] += w
+            self.counts[c, k, : min(top_stayed + 1, top_seen) + 1, AT_RISK] += w
             self.horizon[k] = max(self.horizon[k], e)
 
     @classmethod
