@@ -204,9 +204,11 @@ def approaching(rate: float) -> list[CachedFrame]:
     ("rate", "way"), [(0.4, "approaching the camera"), (-0.4, "moving away from the camera")]
 )
 def test_real_walker_made_to_approach_is_explained(rate: float, way: str) -> None:
-    """0.4 /s: walking at 1.4 m/s straight at the camera from 3.5 m. The walker scores high once its
-    rulers have half a second of the change, and the reason says which way it goes; unchanged, the
-    same walker scores low."""
+    """0.4 /s: walking at 1.4 m/s straight at the camera from 3.5 m. Once its rulers have half a
+    second of the change the walker scores beyond every object of the unchanged footage by at least
+    half a decade, and the reason says which way it goes; unchanged, the same walker scores low.
+    Not against the alert threshold: the model rests on 6 s of footage (8 held-out tracks), which
+    cannot call anything much rarer than one in a thousand (the calibration counts tracks)."""
     model = avenue_model()
     frames = approaching(rate)
     scores = calibrated(model, frames, "scale_change")
@@ -215,7 +217,8 @@ def test_real_walker_made_to_approach_is_explained(rate: float, way: str) -> Non
         (f, s[np.flatnonzero(f.attributes.track_id == 3)[0]]) for f, s in zip(frames, scores, strict=True)
     ]
     late = [s for f, s in walker if f.index >= 60]
-    assert np.nanmedian(late) >= START
+    rarest_normal = max(float(np.nanmax(s, initial=0.0)) for s in normal)
+    assert np.nanmedian(late) >= rarest_normal + 0.5
     before = [s[np.flatnonzero(f.attributes.track_id == 3)[0]] for f, s in zip(frames, normal, strict=True)]
     assert np.nanmax(before) < START
     f, s = max((fs for fs in walker if np.isfinite(fs[1])), key=lambda fs: fs[1])
