@@ -291,10 +291,43 @@ def test_calibration_folds(clips: int, folds: int, held_clips: int) -> None:
     if clips < 5:  # every frame held out exactly once
         held = sorted((s.clip, s.pts) for f in out for s in f.held_out)
         assert held == sorted((s.clip, s.pts) for s in samples)
-    if clips == 1:  # consecutive blocks of 4 frames
+    if clips == 1:  # consecutive blocks of 4 frames; the walkers cross every block's edge
         for fold in out:
             pts = sorted(s.pts for s in fold.held_out)
             assert len(pts) == 4 and pts[-1] - pts[0] == pytest.approx(0.3)
+            walkers = {
+                ("clip00", int(t)) for s in samples for t in s.attributes.track_id[~s.attributes.is_blob]
+            }
+            assert len(walkers) == 3 and fold.shared_tracks == walkers
+    else:  # tracks never cross clips
+        assert all(not fold.shared_tracks for fold in out)
+
+
+@pytest.mark.parametrize(("unbanked_rows", "kept"), [(30, 70), (80, 100)])
+def test_banks_leave_out_a_folds_shared_tracks(unbanked_rows: int, kept: int) -> None:
+    """A time block's parts keep the held-out block's people out of the k-NN banks (their distance to
+    their own other frames says nothing of a new person), unless too few rows would be left."""
+    from stages.normality.attributes.banks import build_bank
+    from stages.normality.attributes.base import FitData
+
+    n = 100
+    unbanked = np.arange(n) < unbanked_rows
+    z = np.zeros(n, np.int64)
+    data = FitData(
+        z,
+        z,
+        z.astype(bool),
+        z.astype(bool),
+        z,
+        ("person",),
+        (1, 1),
+        ScoringConfig(),
+        0,
+        torch.device("cpu"),
+        unbanked,
+    )
+    feats = np.random.default_rng(0).normal(size=(n, 4))
+    assert len(build_bank("appearance", feats, data).features) == kept
 
 
 def test_fit_is_reproducible() -> None:

@@ -8,6 +8,10 @@ Raw scores of the held-out objects give each attribute's calibrator and the cali
 object combination, with evidence counted in held-out tracks:
 a held-out track the parts also learnt from (it crosses a block's edge) tells how the model scores
 what it has seen, so all such tracks of a block count as one sample (calibration.TailCalibrator).
+The memory banks (appearance, motion, pose: nearest neighbours) of a time block's parts leave such
+tracks out: a k-NN distance to the same person's other frames says nothing of how a new person
+scores, and every later clip brings new people (Avenue: parts of training clip 12 scored clip 16's
+ordinary people >= 3 in two frames of three, by appearance, when calibrated on 12's own people).
 """
 
 from __future__ import annotations
@@ -58,10 +62,12 @@ class FrameSample:
 
 @dataclass(frozen=True)
 class Fold:
-    """Frames the parts are built from and frames scored by them for calibration."""
+    """Frames the parts are built from and frames scored by them for calibration; `shared_tracks`:
+    the (clip, track id) both show, left out of the parts' memory banks (time blocks of one clip)."""
 
     fit: list[FrameSample]
     held_out: list[FrameSample]
+    shared_tracks: frozenset[tuple[str, int]] = frozenset()
 
 
 def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
@@ -83,8 +89,18 @@ def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
         held_out = clip[edges[i] : edges[i + 1]]
         fit = clip[: edges[i]] + clip[edges[i + 1] :]
         if held_out and fit:
-            folds.append(Fold(fit, held_out))
+            folds.append(Fold(fit, held_out, _tracks(fit) & _tracks(held_out)))
     return folds
+
+
+def _tracks(samples: list[FrameSample]) -> frozenset[tuple[str, int]]:
+    """The (clip, track id) of the tracked detections in `samples`."""
+    return frozenset(
+        (s.clip, int(t))
+        for s in samples
+        for t, blob in zip(s.attributes.track_id.tolist(), s.attributes.is_blob.tolist(), strict=True)
+        if not blob and t != UNTRACKED
+    )
 
 
 def _by_clip(samples: list[FrameSample]) -> dict[str, list[FrameSample]]:
@@ -122,7 +138,9 @@ def fit_normality(
     for f, fold in enumerate(folds):
         fold_model = model
         if cross_fitted:
-            fold_model = _build(samples[0].camera, fold.fit, config, seed, (rows, cols), names, device)
+            fold_model = _build(
+                samples[0].camera, fold.fit, config, seed, (rows, cols), names, device, fold.shared_tracks
+            )
         seen = {(s.clip, int(t)) for s in fold.fit for t in s.attributes.track_id.tolist()}
         for clip in tqdm(_by_clip(fold.held_out).values(), desc="fit: calibration", unit="clip"):
             memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
@@ -186,8 +204,10 @@ def _build(
     grid: tuple[int, int],
     names: tuple[str, ...],
     device: torch.device,
+    unbanked: frozenset[tuple[str, int]] = frozenset(),
 ) -> NormalityModel:
-    """An uncalibrated model: every registered attribute's parts, learnt from `samples`."""
+    """An uncalibrated model: every registered attribute's parts, learnt from `samples`; the tracks
+    `unbanked` (clip, track id) stay out of the memory banks."""
     rows, cols = grid
     cells = rows * cols
     class_names = (*names, BLOB, UNKNOWN)
@@ -232,11 +252,24 @@ def _build(
             shared["blob"].append(a.is_blob)
             shared["cut"].append(cut)
             shared["track"].append(_track_numbers(tracks, s.clip, a.track_id, a.is_blob))
+            shared["unbanked"].append(
+                np.array([(s.clip, int(t)) in unbanked for t in a.track_id.tolist()], bool) & ~a.is_blob
+            )
     if n_objects == 0:
         raise ModelError("fit: the normal footage has no objects at all; nothing to learn")
     c = {k: np.concatenate(v) for k, v in shared.items()}
     data = FitData(
-        c["cell"], c["cls"], c["blob"], c["cut"], c["track"], class_names, (rows, cols), config, seed, device
+        c["cell"],
+        c["cls"],
+        c["blob"],
+        c["cut"],
+        c["track"],
+        class_names,
+        (rows, cols),
+        config,
+        seed,
+        device,
+        c["unbanked"] if unbanked else None,
     )
     parts = ModelParts()
     for learner in learners:  # in registry order: the banks' coresets, then the dynamics training

@@ -134,7 +134,9 @@ class FitFrame:
 class FitData:
     """The fit part's objects, all frames concatenated (`cell`, `cls`, `blob`, `cut` and `track`, the
     object's track numbered over the fit's clips, each untracked object its own, per object, in the
-    order the learners' columns were added), and what the learners build their parts with."""
+    order the learners' columns were added), and what the learners build their parts with.
+    `unbanked`: objects left out of the nearest-neighbour memory banks (a calibration fold's tracks
+    that its held-out block shows too: see stages.normality.fit)."""
 
     cell: np.ndarray
     cls: np.ndarray
@@ -146,6 +148,7 @@ class FitData:
     config: ScoringConfig
     seed: int
     device: torch.device
+    unbanked: np.ndarray | None = None
 
     @property
     def det(self) -> np.ndarray:

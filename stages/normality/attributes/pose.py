@@ -62,5 +62,5 @@ class _PoseBank(ColumnLearner):
         is_person = data.det & ~data.cut & (np.array(data.class_names)[data.cls] == PERSON)
         rows = pose_features(pose, fill)[is_person]
         parts.pose_fill = fill
-        parts.banks["pose"] = build_bank("pose", rows, data)
+        parts.banks["pose"] = build_bank("pose", rows, data, is_person)
         parts.counts["pose_rows"] = len(rows)
