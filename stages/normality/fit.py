@@ -241,7 +241,7 @@ def _build(
                 raise ModelError(f"fit: cell cell {int(a.cell.max())}, grid {rows}x{cols} has {cells}")
             hist = memory.update(a, s.pts, (s.height, s.width))
             cut = truncated(a.xyxy, (s.height, s.width))  # not learnt, as they are not judged
-            frame = FitFrame(a, s.scene_graph, hist, cut)
+            frame = FitFrame(a, s.scene_graph, hist, cut, s.clip)
             for learner in learners:
                 learner.add(frame)
             if not len(a):

@@ -35,7 +35,8 @@ VERSION = 6  # 2: attribute gait (calibrator and holdout column); 3: sustained e
 # 5: calibrators count held-out tracks (holdout_groups) and shrink their tails toward a prior;
 # attributes' plain tables (`t.NAME`): dwell's stay counts, limb motion's; speed_vs_pose gone;
 # scale change from the visible size (table q.visible_scale_rate), thrown objects;
-# 6: dwell's at-risk counts are product-limit ones (stayed to the rung before, followed to this)
+# 6: dwell's at-risk counts are product-limit ones (stayed to the rung before, followed to this);
+# relation triplets counted per pair of tracks, not per frame
 
 #: the model parts the attributes own, by name, in the order of the registry (the file's entries)
 QUANTITIES = tuple(q for a in REGISTRY.values() for q in a.quantities)

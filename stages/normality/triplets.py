@@ -1,7 +1,7 @@
 """Scene-graph triplet statistics: how often (subject class, predicate, object class) occurs.
 
-The rarity of a triplet is judged against the opportunities to see it: the number of training
-frames in which a subject of that class and an object of that class were both present.
+The rarity of a triplet is judged against the opportunities to see it: the pairs of tracks of the
+subject's and the object's class seen together in training (the relations learner counts them).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections import Counter
 import numpy as np
 
 from pipeline.errors import ModelError
-from pipeline.packets import SceneGraph
 
 
 class TripletStats:
@@ -24,13 +23,6 @@ class TripletStats:
     @classmethod
     def empty(cls) -> TripletStats:
         return cls(Counter(), Counter(), 0)
-
-    def add(self, graph: SceneGraph) -> None:
-        self.frames += 1
-        self.triplets.update(set(graph.triplets()))
-        labels = set(graph.node_labels)
-        counts = Counter(graph.node_labels)
-        self.pairs.update((a, b) for a in labels for b in labels if a != b or counts[a] > 1)
 
     def absorb(self, subject: str, predicate: str, obj: str, weight: int) -> None:
         """Count one relation `weight` more times, and the chances to see it with it (operator feedback)."""
@@ -45,6 +37,10 @@ class TripletStats:
 
     def count(self, subject: str, predicate: str, obj: str) -> int:
         return self.triplets.get((subject, predicate, obj), 0)
+
+    def chances(self, subject: str, obj: str) -> int:
+        """The occasions to see a relation of these classes (pairs of tracks of them seen together)."""
+        return self.pairs.get((subject, obj), 0)
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         doc = {

@@ -122,12 +122,14 @@ PathSpeed = tuple[float, float, float]
 @dataclass(frozen=True, slots=True)
 class FitFrame:
     """One analysed frame of normal footage as the learners see it; `cut`: boxes cut by the frame edge
-    (features.truncated), which the attributes measured from the box neither learn nor judge."""
+    (features.truncated), which the attributes measured from the box neither learn nor judge; `clip`:
+    the clip it is from (track ids are the tracker's within a clip)."""
 
     attrs: ObjectAttributes
     graph: SceneGraph | None
     hist: HistoryFeatures
     cut: np.ndarray
+    clip: str = ""
 
 
 @dataclass(frozen=True)

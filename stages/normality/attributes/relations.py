@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -78,8 +79,13 @@ class Relations(Attribute):
         if rarest is None:
             return Reason(self.name, "no relations", "", score, "relations normal")
         _, s, p, o = rarest
-        n = triplets.count(s, p, o)
-        seen = "never seen in training" if n == 0 else f"seen in {n} of {triplets.frames:,} training frames"
+        n, chances = triplets.count(s, p, o), triplets.chances(s, o)
+        pairs = f"{chances:,} pairs of {s} and {o}"
+        seen = (
+            f"never seen among the {pairs} in training"
+            if n == 0
+            else f"seen for {n} of the {pairs} in training"
+        )
         art = "an" if o[:1] in "aeiou" else "a"
         return Reason(self.name, f"{s} {p} {o}", seen, score, f"{p} {art} {o}: relation {seen}")
 
@@ -98,15 +104,39 @@ class Relations(Attribute):
 
 
 class _TripletCounts(Learner):
-    """Triplets of every frame's scene graph, frames without objects included (they are chances too)."""
+    """Triplets counted per pair of tracks, not per frame: two people walking side by side for 10 s
+    are one occasion to see "person near person", not 250 (frames of one pair are one sample; counted
+    per frame, a relation absent from 8 s of footage read as 1 in 400). Chances: the pairs of tracks
+    of the two classes seen together; seen: those of them that showed the relation at least once."""
 
     def __init__(self) -> None:
-        self.triplets = TripletStats.empty()
+        self.frames = 0
+        self.chances: dict[tuple[str, str], set[tuple]] = defaultdict(set)
+        self.seen: dict[tuple[str, str, str], set[tuple]] = defaultdict(set)
 
     def add(self, frame: FitFrame) -> None:
-        if frame.graph is not None:
-            self.triplets.add(frame.graph)
+        graph = frame.graph
+        if graph is None:
+            return
+        self.frames += 1
+        # a node without a track of its own (negative id) is an occasion of its own in each frame
+        node = [(frame.clip, t) if t >= 0 else (frame.clip, t, self.frames) for t in graph.node_ids.tolist()]
+        label = graph.node_labels
+        for i, a in enumerate(node):
+            for j, b in enumerate(node):
+                if i != j:
+                    self.chances[(label[i], label[j])].add((a, b))
+        where = {t: i for i, t in enumerate(graph.node_ids.tolist())}
+        for (s, p, o), sid, oid in zip(
+            graph.triplets(), graph.subject.tolist(), graph.object.tolist(), strict=True
+        ):
+            self.seen[(s, p, o)].add((node[where[sid]], node[where[oid]]))
 
     def build(self, data: FitData, parts: ModelParts) -> None:
-        parts.triplets = self.triplets
-        parts.counts["triplet_frames"] = self.triplets.frames
+        parts.triplets = TripletStats(
+            Counter({k: len(v) for k, v in self.seen.items()}),
+            Counter({k: len(v) for k, v in self.chances.items()}),
+            self.frames,
+        )
+        parts.counts["triplet_frames"] = self.frames
+        parts.counts["triplet_track_pairs"] = sum(len(v) for v in self.chances.values())
