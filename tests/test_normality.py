@@ -516,6 +516,24 @@ def test_boxes_cut_by_the_frame_edge_get_no_geometric_attribute(model: Normality
     assert np.isfinite(row[ATTRIBUTES.index("class_in_place")])
 
 
+@pytest.mark.parametrize(("x", "cut"), [(0.01, True), (0.5, False)])
+def test_limb_motion_is_judged_on_a_person_cut_by_the_edge(
+    model: NormalityModel, x: float, cut: bool
+) -> None:
+    """Limb motion is keypoints against the torso in torso lengths: a box cut by the edge does not
+    enter it (a dancer at the edge of the picture waves as much as one in the middle)."""
+    import dataclasses
+
+    from stages.normality.features import HistoryFeatures, truncated
+    from stages.normality.judge import raw_scores
+
+    s = frame_sample([Walker(1, x=x, y=0.55)], 0.0, np.random.default_rng(2))
+    assert truncated(s.attributes.xyxy, (240, 360)).tolist() == [cut]
+    hist = dataclasses.replace(HistoryFeatures.none(1), limbs=np.array([[0.3, 0.05, 0.01]]))
+    row = raw_scores(model, s.attributes, s.scene_graph, hist, 3, frame_size=(240, 360))[0]
+    assert row[ATTRIBUTES.index("limb_motion")] > 2.0  # arms swinging 30 times the torso's noise
+
+
 @pytest.mark.parametrize(("other", "scored"), [("blob", False), ("bicycle", True)])
 def test_relations_to_moving_regions_are_not_judged(model: NormalityModel, other: str, scored: bool) -> None:
     """A person beside a moving region would inherit the region's rarity as an 'unseen relation'."""

@@ -57,7 +57,9 @@ class LimbMotion(ByCalibrator):
     name = "limb_motion"
     tail_prior = TailPrior.ROBUST_Z
     inputs = frozenset({Input.BOX, Input.TRACK, Input.POSE, Input.HISTORY})
-    geometric = True
+    #: keypoints against the torso, in torso lengths: a box cut by the frame edge does not enter it
+    #: (a keypoint out of the picture is unseen, and the torso must be seen whole)
+    geometric = False
     sustained = True
     tables = ("limb_motion",)
     no_feedback = "its table keeps percentiles per speed, not the samples they came from"
@@ -94,7 +96,7 @@ class _LimbTable(Learner):
     def add(self, frame: FitFrame) -> None:
         if not len(frame.attrs):
             return
-        ok = ~frame.cut & ~frame.attrs.is_blob & np.isfinite(frame.hist.limbs[:, 2])
+        ok = ~frame.attrs.is_blob & np.isfinite(frame.hist.limbs[:, 2])
         self._x.append(limb_ratios(frame.hist.limbs[ok]))
         self._bin.append(speed_bin(frame.attrs.speed[ok]))
 
