@@ -298,7 +298,14 @@ class FlowConfig(Section):
 
 class AttributesConfig(Section):
     grid: tuple[int, int] = (6, 8)  # rows, cols of the place grid
-    velocity_window: int = Field(5, ge=2, le=100)
+    velocity_window: int = Field(5, ge=2, le=100, description="fewest last boxes a velocity is fitted on")
+    velocity_window_s: float = Field(
+        0.4,
+        gt=0,
+        le=10,
+        description="seconds of a track's last boxes its velocity and scale rate are fitted on, when they "
+        "are more than velocity_window: the same time at any frame rate (five boxes at 10 fps, 11 at 25)",
+    )
     velocity_from: Literal["edges", "ground"] = Field(
         "edges",
         description="edges: per axis, the slower of the box's two opposite edges when both move the same "

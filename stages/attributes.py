@@ -97,7 +97,12 @@ class AttributeExtractor:
     def add_camera(self, camera: str) -> None:
         c = self.config
         history = TrackHistory(
-            c.velocity_window, c.dwell_radius, c.max_history, c.track_expiry_s, c.velocity_from
+            c.velocity_window,
+            c.dwell_radius,
+            c.max_history,
+            c.track_expiry_s,
+            c.velocity_from,
+            c.velocity_window_s,
         )
         self._cameras[camera] = _Camera(history)
 

@@ -104,7 +104,7 @@ def test_first_sighting_has_no_kinematics_and_untracked_has_no_history() -> None
 
 
 def test_clock_going_back_restarts_a_track_and_a_repeat_replaces() -> None:
-    hist = TrackHistory(velocity_window=3)
+    hist = TrackHistory(velocity_window=3, velocity_window_s=0.2)
     for i in range(3):
         hist.update(1, i / 10, (10.0 * i, 0.0, 10.0 * i + 5, 10.0))
     assert hist.update(1, 0.2, (25.0, 0.0, 30.0, 10.0)).age == 3  # same time again: replaces the last sample
@@ -112,8 +112,21 @@ def test_clock_going_back_restarts_a_track_and_a_repeat_replaces() -> None:
     assert restarted.age == 1 and np.isnan(restarted.velocity).all()
 
 
+@pytest.mark.parametrize(("fps", "boxes"), [(10.0, 5), (25.0, 11), (30.0, 13), (2.0, 5)])
+def test_velocity_is_fitted_over_the_same_time_at_any_frame_rate(fps: float, boxes: int) -> None:
+    """0.4 s of boxes, at least five: a walker's speed means the same on a 10 and a 25 fps camera."""
+    hist = TrackHistory(velocity_window=5, velocity_window_s=0.4)
+    for i in range(40):
+        t = i / fps
+        jitter = 3.0 * (-1) ** i  # px: the box's edges jump back and forth every frame
+        k = hist.update(1, t, (100.0 + 40 * t + jitter, 50.0, 110.0 + 40 * t + jitter, 90.0))
+    assert hist._window(hist._tracks[1].t) == boxes
+    # over the window the jitter averages out: 40 px/s over a 40 px box
+    assert k.velocity[0] == pytest.approx(1.0, abs=0.35)
+
+
 def test_tracks_expire() -> None:
-    hist = TrackHistory(velocity_window=3, expiry_s=1.0)
+    hist = TrackHistory(velocity_window=3, velocity_window_s=0.2, expiry_s=1.0)
     hist.update(1, 0.0, (0.0, 0.0, 5.0, 10.0))
     hist.update(2, 1.5, (0.0, 0.0, 5.0, 10.0))
     hist.expire(1.5)
