@@ -95,7 +95,7 @@ def run(model: NormalityModel, config: ScoringConfig, out: dict[str, object], pr
         rng = np.random.default_rng(sum(map(ord, name)))
         scorer = Scorer(model, config)
         explainer = Explainer(model)
-        memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+        memory = TrackMemory.of(config)
         rows: dict[str, list[np.ndarray]] = {k: [] for k in ("raw", "cal", "sus", "obj", "frame")}
         texts: list[object] = []
         for i in range(30):

@@ -398,7 +398,10 @@ class ScoringConfig(Section):
     dynamics_history: int = Field(4, ge=1, le=32, description="velocity steps the dynamics model sees")
     dynamics_epochs: int = Field(40, ge=1, le=10_000)
     pose_window: int = Field(8, ge=3, le=100, description="frames of pose history for speed-vs-pose")
-    gait_window: int = Field(8, ge=3, le=1000, description="frames of box-aspect and speed history for gait")
+    gait_window: int = Field(8, ge=3, le=1000, description="fewest samples of box-aspect and speed for gait")
+    gait_window_s: float = Field(
+        0.8, gt=0, le=60, description="seconds of box-aspect and speed history for gait (about one stride)"
+    )
     holdout: float = Field(0.2, gt=0, lt=1, description="share of normal footage held out for calibration")
     sustained_frames: int = Field(
         20,

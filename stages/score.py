@@ -126,7 +126,7 @@ class Scorer:
         self.state = _Camera(
             model,
             model.object_calibrator(self.attributes, config.combine),
-            TrackMemory(config.dynamics_history, config.pose_window, config.gait_window),
+            TrackMemory.of(config),
             deque(maxlen=config.smoothing_frames),
             TrackSmoother(config.track_window),
             SustainedEvidence(model.sustained_window, model.sustained_min_frames)

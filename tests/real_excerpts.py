@@ -58,7 +58,7 @@ def calibrated(model: NormalityModel, frames: list[CachedFrame], attribute: str)
     from stages.normality.attributes import ATTRIBUTES
 
     config = ScoringConfig.model_validate(model.config)
-    memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+    memory = TrackMemory.of(config)
     j = ATTRIBUTES.index(attribute)
     out = []
     for f in frames:

@@ -50,7 +50,7 @@ def fit(cache: PerceptionCache, clips: list[str]) -> NormalityModel:
 def judged(model: NormalityModel, cache: PerceptionCache, split: str, clip: str) -> list[tuple]:
     """(frame index, track id, class name, calibrated score of each attribute) of every object of a clip."""
     config = ScoringConfig()
-    memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+    memory = TrackMemory.of(config)
     out = []
     for f in cache.load(split, clip).frames:
         a = f.attributes

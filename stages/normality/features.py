@@ -8,8 +8,8 @@ by the score stage's lifecycle hooks and by the fitter per clip.
 Gait: a walker's box widens and narrows with every step (legs apart, legs together), a rider's or
 a skater's does not. `stride` = standard deviation of the track's log box aspect (width / height)
 around its linear trend over the gait window, the trend removing slow changes of viewpoint, and
-`track_speed` = the track's mean speed over the same window (ScoringConfig.gait_window, as long as
-the pose window by default: 0.8 s at 10 fps, about one stride cycle). It needs no keypoints, so it
+`track_speed` = the track's mean speed over the same window (ScoringConfig.gait_window_s, 0.8 s,
+about one stride cycle, and at least gait_window samples). It needs no keypoints, so it
 holds for people 20 px tall whose poses are noise. A 2 s window (two cycles) separated Ped2's riders
 no better and gave a heavier tail on synthetic footage with few held-out tracks.
 
@@ -29,12 +29,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.boxes import box_overlap_of_smaller
 from pipeline.packets import COCO_KEYPOINTS, ObjectAttributes
 from stages.normality.scale import ScaleMemory
+
+if TYPE_CHECKING:
+    from pipeline.config import ScoringConfig
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
 MIN_POSE_FRAMES = 6  # of the gait window: a shorter stretch misses part of a stride
@@ -133,8 +137,9 @@ class _Track:
     #: body-heights, NaN where unseen); `last_pose` tells a new measurement from a carried one
     limbs: deque[tuple[float, np.ndarray]]
     last_pose: np.ndarray | None
-    log_aspect: deque[float]
-    speed: deque[float]
+    #: (pts, value) over the gait window (TrackMemory.gait_window_s, at least gait_window of them)
+    log_aspect: deque[tuple[float, float]]
+    speed: deque[tuple[float, float]]
 
 
 @dataclass
@@ -169,8 +174,22 @@ class TrackMemory:
     history: int
     pose_window: int
     gait_window: int = 8
+    #: the gait window in seconds, when it holds more than `gait_window` samples (25 fps footage):
+    #: 8 samples are 0.8 s at 10 fps but 0.32 s, a third of a stride, at 25 fps
+    gait_window_s: float = 0.8
     tracks: dict[int, _Track] = field(default_factory=dict)
     scale: ScaleMemory = field(default_factory=lambda: ScaleMemory(KP_CONF))
+
+    @classmethod
+    def of(cls, config: ScoringConfig) -> TrackMemory:
+        """A camera's memory with the windows of a scoring configuration."""
+        return cls(config.dynamics_history, config.pose_window, config.gait_window, config.gait_window_s)
+
+    def _trim(self, window: deque[tuple[float, float]], pts: float) -> None:
+        """Drop samples older than the gait window while more than `gait_window` remain (a millisecond
+        of slack: at 10 fps the window holds the last 8 samples exactly)."""
+        while len(window) > self.gait_window and window[0][0] <= pts - self.gait_window_s + 1e-3:
+            window.popleft()
 
     def update(
         self, attrs: ObjectAttributes, pts: float, frame_size: tuple[int, int] | None = None
@@ -203,8 +222,8 @@ class TrackMemory:
                     deque(maxlen=self.history + 1),
                     deque(),
                     None,
-                    deque(maxlen=self.gait_window),
-                    deque(maxlen=self.gait_window),
+                    deque(),
+                    deque(),
                 )
                 self.tracks[tid] = tr
             tr.last_pts = pts
@@ -221,13 +240,17 @@ class TrackMemory:
             if len(tr.limbs) >= MIN_LIMB_MEASUREMENTS:
                 limbs[i] = limb_amplitudes(np.stack([r for _, r in tr.limbs]))
             if aspect_ok[i]:
-                tr.log_aspect.append(log_aspect[i])
-            if len(tr.log_aspect) >= min(MIN_POSE_FRAMES, self.gait_window):
-                stride[i] = detrended_std(np.fromiter(tr.log_aspect, np.float64))
+                tr.log_aspect.append((pts, log_aspect[i]))
+                self._trim(tr.log_aspect, pts)
+            n_aspect, least = len(tr.log_aspect), min(MIN_POSE_FRAMES, self.gait_window)
+            # as many samples, lasting as long as they do at 10 fps
+            if n_aspect >= least and pts - tr.log_aspect[0][0] >= (least - 1) / 10.0 - 1e-3:
+                stride[i] = detrended_std(np.fromiter((v for _, v in tr.log_aspect), np.float64, n_aspect))
             if speed_ok[i]:
-                tr.speed.append(speed[i])
+                tr.speed.append((pts, speed[i]))
+                self._trim(tr.speed, pts)
             if tr.speed:
-                track_speed[i] = sum(tr.speed) / len(tr.speed)
+                track_speed[i] = sum(v for _, v in tr.speed) / len(tr.speed)
         stale = [t for t, tr in self.tracks.items() if pts - tr.last_pts > TRACK_EXPIRY_S]
         for t in stale:
             del self.tracks[t]

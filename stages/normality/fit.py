@@ -143,7 +143,7 @@ def fit_normality(
             )
         seen = {(s.clip, int(t)) for s in fold.fit for t in s.attributes.track_id.tolist()}
         for clip in tqdm(_by_clip(fold.held_out).values(), desc="fit: calibration", unit="clip"):
-            memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+            memory = TrackMemory.of(config)
             starts.append(len(raws))
             for s in clip:
                 hist = memory.update(s.attributes, s.pts, (s.height, s.width))
@@ -232,7 +232,7 @@ def _build(
     n_objects = 0
     tracks: dict[tuple[str, int], int] = {}  # (clip, track id) -> its number in this fit
     for clip in tqdm(_by_clip(samples).values(), desc="fit: statistics", unit="clip"):
-        memory = TrackMemory(config.dynamics_history, config.pose_window, config.gait_window)
+        memory = TrackMemory.of(config)
         for s in clip:
             a = s.attributes
             if a.class_names != names:
