@@ -93,6 +93,15 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def staging_dir(cache_dir: Path, name: str) -> Path:
+    """A new hidden folder in `cache_dir` to build the cache entry `name` in, published by renaming.
+
+    Its random part follows a '-', never a '.': ultralytics derives the export folder by replacing
+    '.pt' in the weights' whole path, and a random part starting with "pt" after a '.' (about one
+    folder in 700) sent the export elsewhere ("cache entry holds no openvino model")."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
+
+
 def export_yolo(
     weights: Path,
     fmt: Format,
@@ -116,7 +125,7 @@ def export_yolo(
     if final.is_dir():
         return _artifact(final, fmt)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    tmp = staging_dir(cache_dir, key)
     try:
         from ultralytics import YOLO
 
@@ -159,7 +168,7 @@ def export_module(module: torch.nn.Module, imgsz: int, fmt: Format, cache_dir: P
     if final.is_dir():
         return final / name
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
+    tmp = staging_dir(cache_dir, final.name)
     module = module.to("cpu").eval()
     example = torch.zeros(1, 3, imgsz, imgsz)
     try:
@@ -246,7 +255,7 @@ def _quantized(fp32: Path, imgsz: int, cache_dir: Path, calibration: list[Path] 
     except ImportError as e:
         raise ModelError("format 'openvino_int8' needs the nncf package (pip install nncf)") from e
     crops = calibration_crops(list(calibration), imgsz, CALIBRATION_CROPS)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
+    tmp = staging_dir(cache_dir, final.name)
     try:
         log.info("quantizing %s to INT8 on %d calibration windows into %s", fp32.name, len(crops), final)
         xml = next(iter(sorted(fp32.glob("*.xml"))))

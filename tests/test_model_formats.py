@@ -250,3 +250,23 @@ def test_cpu_only_formats_fall_back_with_a_log_line(caplog: pytest.LogCaptureFix
         assert fallback_device("openvino", "cuda:0", "pose") == "cpu"
     assert "runs on the CPU" in caplog.text
     assert fallback_device("pytorch", "cuda:0", "pose") == "cuda:0"
+
+
+@pytest.mark.parametrize("random_part", ["ptdmznxp", "pt", "abcdefgh"])
+def test_a_staging_folder_never_forms_dot_pt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_part: str
+) -> None:
+    """ultralytics replaces '.pt' anywhere in the weights' path: a staging folder whose random part
+    begins with "pt" must not put one there (CI once lost an export to it)."""
+    import tempfile
+
+    from stages.model_export import staging_dir
+
+    def mkdtemp(prefix: str, dir: Path) -> str:
+        path = Path(dir) / f"{prefix}{random_part}"
+        path.mkdir()
+        return str(path)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    folder = staging_dir(tmp_path, "yolo11n-pose-869e83fcdffdc737-openvino-128-b16")
+    assert folder.is_dir() and ".pt" not in str(folder / "yolo11n-pose")
