@@ -63,11 +63,16 @@ class FrameSample:
 @dataclass(frozen=True)
 class Fold:
     """Frames the parts are built from and frames scored by them for calibration; `shared_tracks`:
-    the (clip, track id) both show, left out of the parts' memory banks (time blocks of one clip)."""
+    the (clip, track id) both show (only time blocks of one clip share any): familiar to the parts
+    when calibrating, and left out of their memory banks."""
 
     fit: list[FrameSample]
     held_out: list[FrameSample]
-    shared_tracks: frozenset[tuple[str, int]] = frozenset()
+    shared_tracks: frozenset[tuple[str, int]]
+
+    @classmethod
+    def of(cls, fit: list[FrameSample], held_out: list[FrameSample]) -> Fold:
+        return cls(fit, held_out, _tracks(fit) & _tracks(held_out))
 
 
 def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
@@ -78,9 +83,9 @@ def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
     clips = sorted(by_clip)
     if len(clips) >= 5:
         held = {c for i, c in enumerate(clips) if i % 5 == 4}
-        return [Fold([s for s in samples if s.clip not in held], [s for s in samples if s.clip in held])]
+        return [Fold.of([s for s in samples if s.clip not in held], [s for s in samples if s.clip in held])]
     if len(clips) > 1:
-        return [Fold([s for c in clips if c != h for s in by_clip[c]], list(by_clip[h])) for h in clips]
+        return [Fold.of([s for c in clips if c != h for s in by_clip[c]], list(by_clip[h])) for h in clips]
     clip = by_clip[clips[0]]
     k = max(2, round(1.0 / share))
     edges = np.linspace(0, len(clip), k + 1).round().astype(int)
@@ -89,7 +94,7 @@ def calibration_folds(samples: list[FrameSample], share: float) -> list[Fold]:
         held_out = clip[edges[i] : edges[i + 1]]
         fit = clip[: edges[i]] + clip[edges[i + 1] :]
         if held_out and fit:
-            folds.append(Fold(fit, held_out, _tracks(fit) & _tracks(held_out)))
+            folds.append(Fold.of(fit, held_out))
     return folds
 
 
@@ -141,7 +146,6 @@ def fit_normality(
             fold_model = _build(
                 samples[0].camera, fold.fit, config, seed, (rows, cols), names, device, fold.shared_tracks
             )
-        seen = {(s.clip, int(t)) for s in fold.fit for t in s.attributes.track_id.tolist()}
         for clip in tqdm(_by_clip(fold.held_out).values(), desc="fit: calibration", unit="clip"):
             memory = TrackMemory.of(config)
             starts.append(len(raws))
@@ -153,7 +157,9 @@ def fit_normality(
                 a = s.attributes
                 raws.append(raw_scores(fold_model, a, s.scene_graph, hist, config.knn_k, frame_size=size))
                 ids.append(a.track_id.astype(np.int64))
-                groups.append(_sample_groups(group_keys, f, s.clip, a.track_id, a.is_blob, seen))
+                groups.append(
+                    _sample_groups(group_keys, f, s.clip, a.track_id, a.is_blob, fold.shared_tracks)
+                )
     raw = np.concatenate(raws) if raws else np.zeros((0, len(ATTRIBUTES)))
     group = np.concatenate(groups) if groups else np.zeros(0, np.int64)
     model.calibrators = {
@@ -180,7 +186,7 @@ def _sample_groups(
     clip: str,
     track_id: np.ndarray,
     is_blob: np.ndarray,
-    seen: set[tuple[str, int]],
+    familiar: frozenset[tuple[str, int]],
 ) -> np.ndarray:
     """Each held-out row's independent sample: its track in this fold; untracked rows and moving
     regions one per (fold, clip); tracks the fold's parts learnt from all one per (fold, clip)."""
@@ -188,7 +194,7 @@ def _sample_groups(
     for i, (t, blob) in enumerate(zip(track_id.tolist(), is_blob.tolist(), strict=True)):
         if blob or t == UNTRACKED:
             key = (fold, clip, UNTRACKED)
-        elif (clip, t) in seen:
+        elif (clip, t) in familiar:
             key = (fold, clip, UNTRACKED - 1)
         else:
             key = (fold, clip, int(t))
@@ -252,9 +258,9 @@ def _build(
             shared["blob"].append(a.is_blob)
             shared["cut"].append(cut)
             shared["track"].append(_track_numbers(tracks, s.clip, a.track_id, a.is_blob))
-            shared["unbanked"].append(
-                np.array([(s.clip, int(t)) in unbanked for t in a.track_id.tolist()], bool) & ~a.is_blob
-            )
+            if unbanked:
+                in_both = [(s.clip, int(t)) in unbanked for t in a.track_id.tolist()]
+                shared["unbanked"].append(np.array(in_both, bool) & ~a.is_blob)
     if n_objects == 0:
         raise ModelError("fit: the normal footage has no objects at all; nothing to learn")
     c = {k: np.concatenate(v) for k, v in shared.items()}
@@ -269,7 +275,7 @@ def _build(
         config,
         seed,
         device,
-        c["unbanked"] if unbanked else None,
+        c.get("unbanked"),
     )
     parts = ModelParts()
     for learner in learners:  # in registry order: the banks' coresets, then the dynamics training
