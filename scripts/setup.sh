@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 exec 3>&1 1>&2  # apt-get and pip talk on stdout: send it all to stderr
 
 APT_PACKAGES=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-              mosquitto libgl1 libglib2.0-0)
+              mosquitto libgl1 libglib2.0-0 chromium)  # chromium: the console's browser tests
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 
 missing=()
