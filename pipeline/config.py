@@ -452,6 +452,46 @@ class EventsConfig(Section):
         return v
 
 
+class ConsoleConfig(Section):
+    """The operator console (pipeline/console): served on the `http` endpoint beside /metrics."""
+
+    enabled: bool = Field(
+        True,
+        description="serve the console and its JSON API at / on the http endpoint, beside /metrics "
+        "(needs sinks.sqlite: it reads the event store)",
+    )
+    path: Path = Field(
+        Path("var/console.db"), description="SQLite file of users, sessions, login throttling and reviews"
+    )
+    session_idle_s: float = Field(1800.0, gt=0, description="a session unused this long expires")
+    session_max_s: float = Field(43200.0, gt=0, description="every session expires this long after login")
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Secure flag on cookies: auto sets it when the request came over HTTPS (behind a TLS "
+        "proxy that sends X-Forwarded-Proto: https)",
+    )
+    login_attempts: int = Field(5, ge=1, description="failed logins per user and address before a lockout")
+    lockout_s: float = Field(60.0, gt=0, description="first lockout; it doubles with each further failure")
+    feedback_weight: int = Field(
+        5,
+        ge=1,
+        le=10000,
+        description='"normal here": each observation of the event counts as this many normal ones (as if '
+        "the object had passed this many times)",
+    )
+    preview_interval_s: float = Field(1.0, gt=0, description="a camera preview JPEG at most this often")
+
+
+class RetentionConfig(Section):
+    """How long events, snapshots and clips are kept (pipeline/retention.py)."""
+
+    days: float | None = Field(30.0, gt=0, description="delete ended events older than this; None: keep")
+    max_disk_gb: float | None = Field(
+        None, gt=0, description="snapshots and clips within this budget, oldest events deleted first"
+    )
+    interval_s: float = Field(600.0, gt=0, description="how often retention runs")
+
+
 class VigilConfig(Section):
     cameras: list[CameraConfig] = Field(default_factory=list)
     runtime: RuntimeConfig = RuntimeConfig()
@@ -467,6 +507,8 @@ class VigilConfig(Section):
     scene_graph: SceneGraphConfig = SceneGraphConfig()
     scoring: ScoringConfig = ScoringConfig()
     events: EventsConfig = EventsConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    retention: RetentionConfig = RetentionConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: values resolved from `${ENV}` at load time, so logs can redact them (pipeline.redaction)
     _secrets: frozenset[str] = PrivateAttr(default_factory=frozenset)

@@ -211,6 +211,7 @@ _PATH_FIELDS: tuple[Loc, ...] = (  # plus `model` in any top-level section (dete
     ("scoring", "models_dir"),
     ("events", "media_dir"),
     ("models", "cache_dir"),
+    ("console", "path"),
 )
 
 
