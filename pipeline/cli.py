@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pipeline.commands import eval as eval_command
 from pipeline.commands import fit as fit_command
 from pipeline.commands import replay as replay_command
+from pipeline.commands import serve as serve_command
+from pipeline.commands import user as user_command
 from pipeline.commands import validate as validate_command
 from pipeline.commands import watch as watch_command
 from pipeline.errors import VigilError
@@ -50,6 +52,11 @@ COMMANDS: dict[str, Command] = {
     "replay": Command(
         "replay video files through the pipeline (lossless)", replay_command.add_arguments, replay_command.run
     ),
+    "serve": Command(
+        "serve the console over the event store without running cameras",
+        serve_command.add_arguments,
+        serve_command.run,
+    ),
     "fit": Command(
         "learn a camera's normality model from normal footage", fit_command.add_arguments, fit_command.run
     ),
@@ -57,6 +64,11 @@ COMMANDS: dict[str, Command] = {
         "fit on a benchmark's training clips, replay its test clips, report AUC/RBDC/TBDC/fps",
         eval_command.add_arguments,
         eval_command.run,
+    ),
+    "user": Command(
+        "add, remove, re-password or list the operator console's users",
+        user_command.add_arguments,
+        user_command.run,
     ),
 }
 
