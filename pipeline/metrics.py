@@ -143,6 +143,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # retention of events, snapshots and clips (pipeline/retention.py), set by each run
+        self.retention_deleted = Counter(
+            "vigil_retention_events_deleted", "Events deleted by retention (age or disk budget)", registry=r
+        )
+        self.retention_media_bytes = Gauge(
+            "vigil_media_bytes", "Bytes of snapshots, clips and observations of the events kept", registry=r
+        )
+        self.retention_oldest_age = Gauge(
+            "vigil_retention_oldest_event_age_seconds",
+            "Seconds since the oldest event kept was last seen (0 when none is kept)",
+            registry=r,
+        )
         self._freshness = _Freshness()
         r.register(self._freshness)
 
