@@ -93,10 +93,14 @@ def unusual(name: str):
         walkers[0] = Walker(1, cls="bicycle")
     if name == "relations":
         relations = [(1, "riding", 2)]
+    if name == "size":  # twice as tall as people here
+        walkers[0] = Walker(1, height=0.3)
     memory = TrackMemory(4, 8)
     for i in range(10):
         fs = frame_sample(walkers, i / 10, rng, relations)
         a = fs.attributes
+        if name == "speed":
+            a.speed[0] = 4.0
         if name == "direction":
             a.velocity[0] = (0.0, -1.0)
             a.speed[0], a.direction[0] = 1.0, np.float32(-np.pi / 2)

@@ -176,6 +176,33 @@ class QuantileGrid:
         z = np.where(level == 3, np.nan, z)
         return np.where(np.isfinite(x), z, np.nan)
 
+    def absorb(self, cell: np.ndarray, cls_: np.ndarray, x: np.ndarray, weight: float) -> None:
+        """Operator feedback: the finite values `x` become `weight` observations each of their (cell, class).
+
+        The tables keep quantiles, not samples, so each (cell, class) row `lookup` resolves is taken as a
+        distribution (a piecewise-linear CDF through QUANTILES) worth `n_base` observations (the cell's own
+        count where its row is in use, else `min_samples`: a prior is worth what the tables need before
+        trusting a cell), mixed with the new values, and stored as that cell's own row, counted with the
+        new observations and one more track. Classes beyond the class axis (the overall column) are left."""
+        if not weight > 0:
+            raise ValueError(f"quantile feedback weight: expected > 0 observations, got {weight}")
+        cell, cls_, x = np.asarray(cell, np.int64), np.asarray(cls_, np.int64), np.asarray(x, np.float64)
+        ok = np.isfinite(x) & (cls_ >= 0) & (cls_ < self.class_q.shape[0])
+        if not ok.any():
+            return
+        cell_q, cell_n, cell_t = self.cell_q.copy(), self.cell_n.copy(), self.cell_t.copy()
+        for c, k in np.unique(np.stack([cell[ok], cls_[ok]], axis=1), axis=0):
+            values = x[ok & (cell == c) & (cls_ == k)]
+            row = self._table[c, k]
+            n_base = float(self.cell_n[c, k] if self._level[c, k] == 0 else self.min_samples)
+            if not np.all(np.isfinite(row)):  # no normal here at all: the values are the distribution
+                n_base = 0.0
+            cell_q[c, k] = mixed_quantiles(row, n_base, values, weight)
+            cell_n[c, k] = max(round(n_base + weight * len(values)), self.min_samples)
+            cell_t[c, k] += 1
+        self.cell_q, self.cell_n, self.cell_t = cell_q, cell_n, cell_t
+        self._table, self._level = self._resolved()
+
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
         return {
             f"{prefix}.cell_q": self.cell_q,
@@ -204,6 +231,36 @@ class QuantileGrid:
             a[f"{prefix}.class_t"],
             float(a[f"{prefix}.shrink_tracks"]),
         )
+
+
+def mixed_quantiles(row: np.ndarray, n_base: float, values: np.ndarray, weight: float) -> np.ndarray:
+    """QUANTILES of the mixture of quantile row `row` (worth `n_base` observations) and `values` (`weight`
+    observations each): F'(v) = (n_base F_row(v) + weight #{values <= v}) / (n_base + weight m).
+
+    F_row is piecewise linear through (row, QUANTILES), its outer 1 % at the row's ends. F' is inverted
+    on a fine grid spanning both that holds the row's and the values' points, between which it is linear,
+    so the inverse is exact: an atom of equal values is found where it is."""
+    values = np.sort(np.asarray(values, np.float64))
+    base = float(n_base) if n_base > 0 and np.all(np.isfinite(row)) else 0.0
+    points = np.concatenate([row, values]) if base else values
+    grid = np.unique(np.concatenate([np.linspace(points.min(), points.max(), 1025), points]))
+    if base:
+        inner = np.interp(grid, row, QUANTILES)
+        row_right = np.where(grid < row[0], 0.0, np.where(grid >= row[-1], 1.0, inner))
+        row_left = np.where(grid <= row[0], 0.0, np.where(grid > row[-1], 1.0, inner))
+    else:
+        row_right = row_left = np.zeros(len(grid))
+    total = base + weight * len(values)
+    new_right = np.searchsorted(values, grid, side="right") / len(values)
+    new_left = np.searchsorted(values, grid, side="left") / len(values)
+    cdf = (base * row_right + weight * len(values) * new_right) / total  # F'(g)
+    before = (base * row_left + weight * len(values) * new_left) / total  # F'(g-)
+    hi = np.minimum(np.searchsorted(cdf, QUANTILES, side="left"), len(grid) - 1)  # first F'(g) >= p
+    lo = np.maximum(hi - 1, 0)
+    rise = before[hi] - cdf[lo]  # F' is linear on (g_lo, g_hi): p is reached there, or in the jump at g_hi
+    inside = (hi > 0) & (before[hi] >= QUANTILES) & (rise > 0)
+    frac = np.clip(np.divide(QUANTILES - cdf[lo], rise, out=np.ones(len(QUANTILES)), where=inside), 0, 1)
+    return np.where(inside, grid[lo] + frac * (grid[hi] - grid[lo]), grid[hi])
 
 
 def _shrunk(rows: np.ndarray, parent: np.ndarray, tracks: np.ndarray, shrink_tracks: float) -> np.ndarray:

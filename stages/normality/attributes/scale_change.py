@@ -27,7 +27,6 @@ from stages.normality.attributes.base import (
     ModelParts,
     ObjectView,
 )
-from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.calibration import TailPrior
 from stages.normality.features import HistoryFeatures
 from stages.normality.grids import Q10, Q50, Q90, Q99, QuantileGrid
@@ -64,7 +63,10 @@ class ScaleChange(Attribute):
     geometric = True
     sustained = True
     quantities = ("visible_scale_rate",)
-    no_feedback = QUANTILE_TABLES
+    no_feedback = (
+        "its rate is the track's history of reliable sizes (HistoryFeatures.scale_rate), which the "
+        "recorded observations of an event do not keep"
+    )
 
     def learner(self) -> Learner:
         return _ScaleRateTable()

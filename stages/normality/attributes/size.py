@@ -15,8 +15,8 @@ from stages.normality.attributes.base import (
     Learner,
     ModelParts,
     ObjectView,
+    check_weight,
 )
-from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.calibration import TailPrior
 from stages.normality.features import entangled
 from stages.normality.grids import Q50
@@ -29,7 +29,6 @@ class Size(Attribute):
     geometric = True
     sustained = False  # an object's size persists: a track's mean adds nothing
     quantities = ("log_height", "log_aspect")
-    no_feedback = QUANTILE_TABLES
 
     def learner(self) -> Learner:
         return _SizeTables()
@@ -40,6 +39,16 @@ class Size(Attribute):
         zh = q["log_height"].robust_z(cell, cls, np.log(np.maximum(attrs.height, 1e-6)), "both", 0.05)
         za = q["log_aspect"].robust_z(cell, cls, np.log(np.maximum(attrs.aspect, 1e-6)), "both", 0.05)
         return np.where(frame.det & ~entangled(attrs), np.fmax(zh, za), np.nan)
+
+    def absorb_normal(self, frame: FrameView, rows: np.ndarray, weight: int = 1) -> None:
+        """The log height and log aspect of the detections it judges (not entangled with another box)
+        count `weight` more times in their cell's tables (QuantileGrid.absorb)."""
+        check_weight(weight)
+        attrs = frame.attrs
+        rows = rows[(frame.det & ~entangled(attrs))[rows]]
+        cell, cls, q = frame.cell[rows], frame.cls[rows], frame.model.quantities
+        q["log_height"].absorb(cell, cls, np.log(np.maximum(attrs.height[rows], 1e-6)), float(weight))
+        q["log_aspect"].absorb(cell, cls, np.log(np.maximum(attrs.aspect[rows], 1e-6)), float(weight))
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
         q = obj.model.quantities

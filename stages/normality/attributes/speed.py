@@ -16,8 +16,8 @@ from stages.normality.attributes.base import (
     ModelParts,
     ObjectView,
     PathSpeed,
+    check_weight,
 )
-from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.calibration import TailPrior
 from stages.normality.grids import Q50, Q99
 
@@ -29,7 +29,6 @@ class Speed(Attribute):
     geometric = True
     sustained = True
     quantities = ("speed",)
-    no_feedback = QUANTILE_TABLES
 
     def learner(self) -> Learner:
         return _SpeedTable()
@@ -37,6 +36,13 @@ class Speed(Attribute):
     def judge(self, frame: FrameView) -> np.ndarray:
         z = frame.model.quantities["speed"].robust_z(frame.cell, frame.cls, frame.attrs.speed, "upper", 0.1)
         return np.where(frame.det, z, np.nan)
+
+    def absorb_normal(self, frame: FrameView, rows: np.ndarray, weight: int = 1) -> None:
+        """The detections' speeds count `weight` more times in their cell's table (QuantileGrid.absorb)."""
+        check_weight(weight)
+        rows = rows[frame.det[rows]]
+        speed = frame.attrs.speed[rows].astype(np.float64)
+        frame.model.quantities["speed"].absorb(frame.cell[rows], frame.cls[rows], speed, float(weight))
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
         q = obj.model.quantities["speed"].lookup(obj.cell, obj.kk)[0][0]

@@ -34,7 +34,6 @@ from stages.normality.attributes.base import (
     ModelParts,
     ObjectView,
 )
-from stages.normality.attributes.quantities import QUANTILE_TABLES
 from stages.normality.calibration import TailPrior
 from stages.normality.classes import PERSON
 from stages.normality.grids import Q99, QuantileGrid
@@ -146,7 +145,10 @@ class UnexplainedMotion(Attribute):
     geometric = False
     sustained = False  # moving regions have no track, and a throw lasts a few frames
     quantities = ("blob_flow", "blob_area")
-    no_feedback = QUANTILE_TABLES
+    no_feedback = (
+        "a departure from a person is judged against people's speed tables (the speed attribute's), which "
+        "a thing leaving them must not teach, so its score would not drop with its region tables'"
+    )
 
     def learner(self) -> Learner:
         return _RegionTables()
