@@ -32,6 +32,7 @@ from pipeline.logs import fields
 from pipeline.packets import Event, Explanations, FramePacket, ObjectAttributes, Reason, Scores, SourceEvent
 from pipeline.stage import Stage
 from stages.media import MEDIA_ERRORS, Box, CameraClips, draw_snapshot, write_jpeg
+from stages.normality.observations import ObservationRecorder, observations_path
 from stages.score import model_for
 
 if TYPE_CHECKING:
@@ -313,10 +314,12 @@ class EventStage(Stage):
         self._budgeted: dict[str, NormalityModel | None] = {}  # the model each tracker's config is for
         self._trackers: dict[str, EventTracker] = {}
         self._clips: dict[str, CameraClips] = {}
+        self._recorders: dict[str, ObservationRecorder] = {}
         self._pending: list[Event] = []
 
     def on_source_added(self, event: SourceEvent) -> None:
         self._trackers[event.camera] = EventTracker(event.camera, self.config, self.max_trajectory)
+        self._recorders[event.camera] = ObservationRecorder(event.camera)
         self._follow_model(event.camera)
         if self.config.clips:
             self._clips[event.camera] = CameraClips(
@@ -372,14 +375,31 @@ class EventStage(Stage):
                 log.info("clip written", extra=fields(stage=self.name, camera=frame.camera, path=str(path)))
         obs = observations(packet.attributes, packet.scores, packet.explanations)
         events = tracker.step(frame.pts, frame.index, frame.fps, obs)
+        recorder = self._recorders[frame.camera]
+        for ev in events:
+            if ev.kind == "new":
+                recorder.start(ev.id, ev.track_id)
+        recorder.add(packet.attributes, packet.scene_graph, (frame.height, frame.width))
         out = []
         for ev in events:
             if ev.kind == "new":
                 ev = self._start_media(ev, packet, tracker)
             elif ev.kind == "end" and clips is not None:
                 clips.finish(ev.id, frame.pts)
+            self._keep_observations(recorder, ev)
             out.append(ev)
         packet.events.extend(out)
+
+    def _keep_observations(self, recorder: ObservationRecorder, ev: Event) -> None:
+        """Write what the event's object was observed to be (for "normal here"), each time a message
+        about it goes out; a failure is logged and never loses the event."""
+        seen = recorder.finish(ev.id) if ev.kind == "end" else recorder.observations(ev.id)
+        if seen is None:
+            return
+        try:
+            seen.save(observations_path(Path(self.config.media_dir), ev.camera, ev.id))
+        except OSError as exc:
+            log.error(f"observations not written: {exc}", extra=fields(stage=self.name, camera=ev.camera))
 
     # ---- media -----------------------------------------------------------------------------------
 
@@ -419,6 +439,10 @@ class EventStage(Stage):
         tracker = self._trackers.pop(camera, None)
         self._budgeted.pop(camera, None)
         ended = tracker.end_all() if tracker is not None else []
+        recorder = self._recorders.pop(camera, None)
+        if recorder is not None:
+            for ev in ended:
+                self._keep_observations(recorder, ev)
         clips = self._clips.pop(camera, None)
         if clips is not None:
             for path in clips.close_all():

@@ -14,6 +14,7 @@ from pipeline.config import VigilConfig
 from pipeline.errors import ConfigError
 from pipeline.stage import Stage
 from stages.normality import NormalityModel
+from stages.score import Follow
 
 
 def perception_stages(config: VigilConfig) -> list[Stage]:
@@ -48,6 +49,7 @@ def build_stages(
     config: VigilConfig,
     models: dict[str, NormalityModel] | None,
     save: Callable[[NormalityModel], object] | None = None,
+    follow: Follow | None = None,
 ) -> list[Stage]:
     """The whole graph.
 
@@ -57,13 +59,14 @@ def build_stages(
     stages = perception_stages(config)
     if not models and config.scoring.warmup_s <= 0:
         return stages
-    return [*stages, *scoring_stages(config, models, save)]
+    return [*stages, *scoring_stages(config, models, save, follow)]
 
 
 def scoring_stages(
     config: VigilConfig,
     models: dict[str, NormalityModel] | None,
     save: Callable[[NormalityModel], object] | None = None,
+    follow: Follow | None = None,
 ) -> list[Stage]:
     """score -> explain -> events: what runs after the scene graph (alone: `vigil eval --from-cache`).
 
@@ -77,7 +80,11 @@ def scoring_stages(
 
     return [
         ScoreStage(
-            models, config.scoring, learn=partial(learn_model, config, seed=0, how="warm-up"), save=save
+            models,
+            config.scoring,
+            learn=partial(learn_model, config, seed=0, how="warm-up"),
+            save=save,
+            follow=follow,
         ),
         ExplainStage(models, config.scoring),
         EventStage(config.events, models=models),

@@ -46,6 +46,9 @@ ANY_CAMERA = "*"
 Learn = Callable[[Sequence[FrameSample]], NormalityModel]
 #: keeps a model learnt online (the composition root's ModelStore.save: its camera's model file)
 Save = Callable[[NormalityModel], object]
+#: the camera's model when a newer version replaced it since the last call, else None (the composition
+#: root's ModelFollower: operator feedback takes effect without a restart)
+Follow = Callable[[str], "NormalityModel | None"]
 
 
 def model_for(models: Mapping[str, NormalityModel], camera: str) -> NormalityModel | None:
@@ -136,6 +139,28 @@ class Scorer:
             CalibratorTable([model.sustained_calibrators.get(a) for a in self.attributes]),
         )
 
+    def replace_model(self, model: NormalityModel) -> None:
+        """Judge with `model` from the next frame on, keeping the tracks' memory and smoothing (a new
+        version of the same camera's model: its tracks go on)."""
+        st = self.state
+        same_window = st.sustained is not None and st.model.sustained_window == model.sustained_window
+        self.state = _Camera(
+            model,
+            model.object_calibrator(self.attributes, self.config.combine),
+            st.memory,
+            st.recent,
+            st.tracks,
+            st.sustained
+            if same_window
+            else (
+                SustainedEvidence(model.sustained_window, model.sustained_min_frames)
+                if model.sustained_window
+                else None
+            ),
+            CalibratorTable([model.calibrators[a] for a in self.attributes]),
+            CalibratorTable([model.sustained_calibrators.get(a) for a in self.attributes]),
+        )
+
     def score(
         self,
         attrs: ObjectAttributes,
@@ -219,11 +244,13 @@ class ScoreStage(Stage):
         config: ScoringConfig,
         learn: Learn | None = None,
         save: Save | None = None,
+        follow: Follow | None = None,
     ) -> None:
         self.models = models
         self.config = config
         self.learn = learn
         self.save = save
+        self.follow = follow
         self.attributes = selected_attributes(config)
         self._scorers: dict[str, Scorer] = {}
         self._warmups: dict[str, Warmup] = {}
@@ -260,6 +287,11 @@ class ScoreStage(Stage):
                 if self.save is not None:
                     self.save(model)
         scorer = self._scorers.get(camera)
+        newer = self.follow(camera) if self.follow is not None and scorer is not None else None
+        if newer is not None and scorer is not None:
+            self.models[camera] = newer  # explain and events follow the mapping
+            scorer.replace_model(newer)
+            log.info("normality model replaced by a newer version", extra={"camera": camera})
         if scorer is None:
             n = len(attrs)
             packet.scores = Scores(
