@@ -402,10 +402,18 @@ def _migrate(db: sqlite3.Connection) -> None:
             # SQLite's recipe: a new table, copied, the old dropped, the new renamed (the outbox's
             # REFERENCES events then names the new table)
             create = SCHEMA.split(";")[0]  # CREATE TABLE IF NOT EXISTS events (the current definition)
+            # the AUTOINCREMENT high-water mark: a seq once used (rows since deleted) is never reused
+            high = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
             db.execute(create.replace("IF NOT EXISTS events", "events_v2", 1))
             db.execute("INSERT INTO events_v2 SELECT * FROM events")
             db.execute("DROP TABLE events")
             db.execute("ALTER TABLE events_v2 RENAME TO events")
+            if high is not None:
+                kept = db.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'events'", (int(high[0]),)
+                ).rowcount
+                if not kept:  # no rows copied: no entry for the new table yet
+                    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", high)
         except BaseException:
             db.execute("ROLLBACK")
             raise
