@@ -17,21 +17,29 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
 from pipeline.config import CameraConfig, VigilConfig, perception_differences, perception_settings
+from pipeline.console.alerts import AlertReader
+from pipeline.console.cameras import CameraBoard
+from pipeline.console.live import LiveView
+from pipeline.console.reviewing import Reviewing
+from pipeline.console.server import ConsoleServer
 from pipeline.errors import ConfigError
 from pipeline.graph import build_graph
 from pipeline.http import HealthProbe, MetricsServer
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
-from pipeline.model_store import ModelStore
+from pipeline.model_store import ModelFollower, ModelStore
 from pipeline.packets import FramePacket
+from pipeline.retention import Retention, RetentionPolicy
 from pipeline.runner import Runner, RunnerOptions, RunReport
 from pipeline.sinks.base import EventSink
 from pipeline.sinks.delivery import Delivery
-from pipeline.sinks.factory import make_delivery, make_sinks
+from pipeline.sinks.factory import make_delivery, make_sinks, outbox_sink_names
 from pipeline.sinks.jsonl import names_stdout
+from pipeline.sinks.sqlite import SqliteEventStore
 from pipeline.sources.base import Source
 from pipeline.sources.factory import make_source
 from pipeline.stage import Stage
@@ -91,12 +99,14 @@ def analysis_stages(
     config: VigilConfig,
     models: dict[str, NormalityModel] | None,
     save: Callable[[NormalityModel], object] | None = None,
+    follow: Callable[[str], NormalityModel | None] | None = None,
 ) -> list[Stage]:
     """The whole graph for these models (camera name, or "*" for every camera -> model); `save` keeps
-    a model a camera learnt during warm-up (None: it lives in memory only)."""
+    a model a camera learnt during warm-up (None: it lives in memory only); `follow` returns a
+    camera's newer model version when one replaced it (None: models never change while running)."""
     from stages.factory import build_stages
 
-    return list(build_stages(config, models, save))
+    return list(build_stages(config, models, save, follow))
 
 
 def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None) -> list[Stage]:
@@ -109,7 +119,11 @@ def scoring_stages(config: VigilConfig, models: dict[str, NormalityModel] | None
 def camera_stages(config: VigilConfig, cameras: Sequence[CameraConfig]) -> list[Stage]:
     """The cameras' graph; with no normality model for any camera, perception only (see stages.factory)."""
     models = load_models(config, cameras)  # before anything starts: a bad model file fails at once
-    return analysis_stages(config, models or None, save=ModelStore(config, cameras).save)
+    store = ModelStore(config, cameras)
+    follower = ModelFollower(store, device=config.scoring.device)
+    for camera in cameras:
+        follower.prime(camera.name)
+    return analysis_stages(config, models or None, save=store.save, follow=follower)
 
 
 # ---- sources and runner --------------------------------------------------------------------------
@@ -135,7 +149,8 @@ def runner_options(
 
 
 class Services:
-    """What runs beside the graph: metrics (and its HTTP server), local sinks, network delivery.
+    """What runs beside the graph: metrics and the HTTP endpoint (the console with /metrics, or /metrics
+    alone), local sinks, network delivery, retention.
 
     `close` stops the server (through the stop event) and closes the sinks and delivery whether or
     not `start` got through: the runner closes its sinks itself, closing again is a no-op.
@@ -146,29 +161,98 @@ class Services:
         self.metrics = Metrics()
         self.sinks: list[EventSink] = []
         self.delivery: Delivery | None = None
+        #: frames seen by the console (previews, fps, scores); None without a console or cameras
+        self.live: LiveView | None = None
+        self._closers: list[Callable[[], None]] = []
 
-    def start(self, config: VigilConfig, cameras: Sequence[str], events_stream: TextIO | None = None) -> None:
-        """`events_stream` is where JSONL path "-" writes (None: sys.stdout)."""
-        if config.http.enabled:
-            server = MetricsServer(
-                self.metrics,
-                HealthProbe(self.metrics, config.http.stall_limit_s),
-                host=config.http.host,
-                port=config.http.port,
-                token=_token(config),
-            )
-            server.start(self.stop)
+    def start(
+        self,
+        config: VigilConfig,
+        cameras: Sequence[str],
+        events_stream: TextIO | None = None,
+        running: bool = True,
+    ) -> None:
+        """`events_stream` is where JSONL path "-" writes (None: sys.stdout); `running`: cameras run in
+        this process (False: `vigil serve`, the console over the event store alone)."""
         self.sinks = make_sinks(config, events_stream)
+        if config.http.enabled:
+            health = HealthProbe(self.metrics, config.http.stall_limit_s)
+            if console_enabled(config):
+                self.live = (
+                    LiveView(config.console.preview_interval_s, config.events.start_score)
+                    if running
+                    else None
+                )
+                app = self._console(config, cameras, health)
+                server: ConsoleServer | MetricsServer = ConsoleServer(
+                    app, config.http.host, config.http.port, token=_token(config) is not None
+                )
+            else:
+                server = MetricsServer(
+                    self.metrics, health, host=config.http.host, port=config.http.port, token=_token(config)
+                )
+            server.start(self.stop)
         self.delivery = make_delivery(config, cameras, self.metrics)
         if self.delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
             self.delivery.start()
+        retention = self._retention(config)
+        if retention is not None:
+            retention.start(self.stop)
+
+    def _retention(self, config: VigilConfig) -> Retention | None:
+        policy = RetentionPolicy.from_config(config.retention)
+        if not config.sinks.sqlite.enabled:
+            return None
+        retention = Retention(
+            config.sinks.sqlite.path,
+            config.events.media_dir,
+            policy,
+            self.metrics,
+            config.retention.interval_s,
+        )
+        self._closers.append(retention.close)
+        return retention
+
+    def _console(self, config: VigilConfig, cameras: Sequence[str], health: HealthProbe) -> object:
+        """The console app over this run's event store, model store and live view."""
+        from pipeline.console.app import Console, create_app
+        from pipeline.console.users import UserStore
+
+        store = SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks))
+        reader = AlertReader(config.sinks.sqlite.path)
+        users = UserStore.from_config(config.console)
+        self._closers += [store.close, reader.close, users.close]
+        if users.count() == 0:
+            log.warning("the console has no users yet: add one with `vigil user add NAME --role admin`")
+        models = ModelStore(config)
+        reviewing = Reviewing(
+            store,
+            reader,
+            models,
+            config.events.media_dir,
+            config.console.feedback_weight,
+            config.scoring.device,
+        )
+        board = CameraBoard(
+            cameras, reader, models, self.metrics, self.live, config.events.media_dir,
+            config.http.stall_limit_s, warmup=config.scoring.warmup_s > 0,
+        )  # fmt: skip
+        retention = self._retention(config)
+        console = Console(
+            users, reader, reviewing, board, self.metrics, health, _token(config),
+            config.console.feedback_weight, config.console.secure_cookies,
+            retention=None if retention is None else partial(retention_panel, retention, config),
+        )  # fmt: skip
+        return create_app(console)
 
     def close(self) -> None:
-        self.stop.set()  # stops the metrics server too
+        self.stop.set()  # stops the HTTP server and retention too
         for sink in self.sinks:
             sink.close()
         if self.delivery is not None:
             self.delivery.close(flush_s=5.0)
+        for close in self._closers:
+            close()
 
 
 def build_runner(
@@ -178,6 +262,7 @@ def build_runner(
     sources = make_sources(config, cameras)
     graph = build_graph(camera_stages(config, cameras))
     options = runner_options(config, cameras, live, realtime)
+    on_packet = services.live.observe if services.live is not None else None
     log.info(
         "starting",
         extra=fields(
@@ -186,7 +271,15 @@ def build_runner(
             stages=",".join(graph.names) or "none",
         ),
     )
-    return Runner(graph, sources, services.metrics, services.stop, sinks=services.sinks, options=options)
+    return Runner(
+        graph,
+        sources,
+        services.metrics,
+        services.stop,
+        sinks=services.sinks,
+        options=options,
+        on_packet=on_packet,
+    )
 
 
 def camera_runner(
@@ -227,6 +320,38 @@ def replay(
         on_packet=on_packet,
     )
     return runner.run()
+
+
+def console_enabled(config: VigilConfig) -> bool:
+    """The console needs the HTTP endpoint and the event store it reads."""
+    return config.console.enabled and config.http.enabled and config.sinks.sqlite.enabled
+
+
+def retention_panel(retention: Retention, config: VigilConfig) -> dict[str, object]:
+    """What the console shows of retention: the policy and what the store holds now."""
+    report = retention.status()
+    return {
+        "days": config.retention.days,
+        "budget_gb": config.retention.max_disk_gb,
+        "events_kept": report.events_kept,
+        "media_bytes": report.media_bytes,
+        "oldest_kept": report.oldest_kept,
+    }
+
+
+def serve(config: VigilConfig) -> None:
+    """The console over the event store without running cameras (`vigil serve`), until a signal; network
+    delivery runs too, so reviews reach MQTT and webhooks."""
+    if not console_enabled(config):
+        raise ConfigError("vigil serve needs http.enabled, console.enabled and sinks.sqlite.enabled")
+    stop = threading.Event()
+    services = Services(stop)
+    try:
+        with stop_on_signals(stop):
+            services.start(config, [c.name for c in config.cameras], running=False)
+            stop.wait()
+    finally:
+        services.close()
 
 
 def _token(config: VigilConfig) -> str | None:
