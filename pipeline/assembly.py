@@ -24,6 +24,7 @@ from pipeline.config import CameraConfig, VigilConfig, perception_differences, p
 from pipeline.console.alerts import AlertReader
 from pipeline.console.cameras import CameraBoard
 from pipeline.console.live import LiveView
+from pipeline.console.ranges import NormalRanges
 from pipeline.console.reviewing import Reviewing
 from pipeline.console.server import ConsoleServer
 from pipeline.errors import ConfigError
@@ -242,6 +243,7 @@ class Services:
             users, reader, reviewing, board, self.metrics, health, _token(config),
             config.console.feedback_weight, config.console.secure_cookies,
             retention=None if retention is None else partial(retention_panel, retention, config),
+            ranges=NormalRanges(models, config.events.media_dir, config.scoring.device),
         )  # fmt: skip
         return create_app(console)
 

@@ -49,6 +49,8 @@ class ModelVersion:
     note: str = ""
     undone_at: float | None = None
     undone_by: str | None = None
+    #: the normal footage the model was learnt from (its provenance), e.g. "vigil fit: 2 clips, ..."
+    footage: str = ""
 
 
 class ModelStore:
@@ -100,7 +102,7 @@ class ModelStore:
             if not self.path(camera).exists():
                 return [], None
             st = self.path(camera).stat()
-            return [ModelVersion(1, st.st_mtime, "fitted")], 1
+            return [ModelVersion(1, st.st_mtime, "fitted", footage=footage_of(self.path(camera)))], 1
         return [ModelVersion(**v) for v in index["versions"]], int(index["current"])
 
     def commit(
@@ -117,9 +119,11 @@ class ModelStore:
             index = self._read_index(camera) or self._first_index(camera, folder)
             current = int(index["current"])
             number = max(v["number"] for v in index["versions"]) + 1
-            version = ModelVersion(number, time.time(), source, by, event_id, current, note)
             target = folder / f"v{number:04d}.npz"
             model.save(target)
+            version = ModelVersion(
+                number, time.time(), source, by, event_id, current, note, footage=footage_of(target)
+            )
             self._make_live(camera, target)
             index["versions"].append(asdict(version))
             index["current"] = number
@@ -158,7 +162,7 @@ class ModelStore:
         if not live.exists():
             raise VigilError(f"model of camera {camera}: no model file at {live} to make a version of")
         shutil.copyfile(live, folder / "v0001.npz")
-        first = ModelVersion(1, live.stat().st_mtime, "fitted")
+        first = ModelVersion(1, live.stat().st_mtime, "fitted", footage=footage_of(live))
         return {"current": 1, "versions": [asdict(first)]}
 
     def _make_live(self, camera: str, version_file: Path) -> None:
@@ -198,6 +202,24 @@ class ModelStore:
                 yield folder
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def footage_of(path: Path) -> str:
+    """What normal footage the model file was learnt from, from its header ("" when not recorded)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            meta = json.loads(str(arrays["meta"]))
+    except (OSError, KeyError, ValueError):
+        return ""
+    p = meta.get("provenance")
+    if not p:
+        return ""
+    return (
+        f"{p['how']}: {p['clips']} clip{'s' if p['clips'] != 1 else ''}, {p['frames']:,} frames, "
+        f"{p['seconds']:.0f} s of normal footage, learnt {p['created']}"
+    )
 
 
 class ModelFollower:

@@ -121,7 +121,11 @@ def test_versions_without_an_index_report_the_live_file_as_v1(
     camera = fitted.camera
     versions, current = store.versions(camera)
     assert current == 1
-    assert versions == [ModelVersion(1, store.path(camera).stat().st_mtime, "fitted")]
+    footage = "vigil fit: 1 clip, 1 frames"  # the model's provenance, as its header records it
+    assert len(versions) == 1 and versions[0].footage.startswith(footage)
+    assert versions == [
+        ModelVersion(1, store.path(camera).stat().st_mtime, "fitted", footage=versions[0].footage)
+    ]
     assert store.versions("no-such-camera") == ([], None)
     assert store.stamp("no-such-camera") is None
 

@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipeline.console.alerts import STATES, AlertFilter, AlertReader, AlertRow
 from pipeline.console.cameras import CameraBoard
+from pipeline.console.ranges import NormalRanges
 from pipeline.console.reviewing import Reviewing, ReviewRefused
 from pipeline.console.users import LoginThrottled, Role, Session, UserStore, check_csrf
 from pipeline.errors import VigilError
@@ -75,6 +76,7 @@ class Console:
     feedback_weight: int
     secure_cookies: str
     retention: Callable[[], dict[str, object]] | None = None
+    ranges: NormalRanges | None = None
 
 
 # ---- who is asking ---------------------------------------------------------------------------------
@@ -229,6 +231,7 @@ def create_app(console: Console) -> FastAPI:
             versions=versions, current=current, weight=console.feedback_weight,
             observations=console.board.observations(row.camera, event_id),
             size=console.board.frame_size(row),
+            ranges=console.ranges.of(row.camera, event_id) if console.ranges is not None else {},
         )  # fmt: skip
 
     @app.post("/alerts/{event_id}/review", include_in_schema=False)

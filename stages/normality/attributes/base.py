@@ -89,6 +89,18 @@ class FrameView:
     person: np.ndarray
 
 
+@dataclass(frozen=True)
+class NormalRange:
+    """What is normal for an object's attribute where it was seen, in the unit its reason states: the
+    values at `levels` (quantiles of the normal objects of its class in its place) and its own value.
+    For the console's plot of a reason."""
+
+    unit: str
+    levels: tuple[float, ...]
+    values: tuple[float, ...]
+    observed: float
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectView:
     """One object of a frame as the explainer sees it: row `i` of `attrs`, class `k` on the model's axis."""
@@ -272,6 +284,12 @@ class Attribute(ABC):
     def leads_reasons(self, obj: ObjectView) -> bool:
         """With `leads`: True where this attribute's reason explains the others and leads them."""
         return False
+
+    def normal_range(self, obj: ObjectView) -> NormalRange | None:
+        """The normal distribution of this attribute for the object's class and place, and its value,
+        in the reason's unit (None: the attribute has no such distribution to show, e.g. a k-NN
+        distance; the console then shows the score against the calibrated normal tail)."""
+        return None
 
     def absorb_normal(self, frame: FrameView, rows: np.ndarray, weight: int = 1) -> None:
         """Operator feedback, "this is normal here": the objects `rows` of `frame` are added to the

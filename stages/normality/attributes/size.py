@@ -14,12 +14,13 @@ from stages.normality.attributes.base import (
     Input,
     Learner,
     ModelParts,
+    NormalRange,
     ObjectView,
     check_weight,
 )
 from stages.normality.calibration import TailPrior
 from stages.normality.features import entangled
-from stages.normality.grids import Q50
+from stages.normality.grids import Q50, QUANTILES
 
 
 class Size(Attribute):
@@ -49,6 +50,12 @@ class Size(Attribute):
         cell, cls, q = frame.cell[rows], frame.cls[rows], frame.model.quantities
         q["log_height"].absorb(cell, cls, np.log(np.maximum(attrs.height[rows], 1e-6)), float(weight))
         q["log_aspect"].absorb(cell, cls, np.log(np.maximum(attrs.aspect[rows], 1e-6)), float(weight))
+
+    def normal_range(self, obj: ObjectView) -> NormalRange:
+        """The height (the size's first part; the aspect's range is in the reason's sentence)."""
+        row = np.exp(obj.model.quantities["log_height"].lookup(obj.cell, obj.kk)[0][0])
+        observed = float(obj.attrs.height[obj.i])
+        return NormalRange("of the frame's height", tuple(QUANTILES.tolist()), tuple(row.tolist()), observed)
 
     def explain(self, obj: ObjectView, score: float) -> Reason:
         q = obj.model.quantities

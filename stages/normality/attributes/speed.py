@@ -14,12 +14,13 @@ from stages.normality.attributes.base import (
     Input,
     Learner,
     ModelParts,
+    NormalRange,
     ObjectView,
     PathSpeed,
     check_weight,
 )
 from stages.normality.calibration import TailPrior
-from stages.normality.grids import Q50, Q99
+from stages.normality.grids import Q50, Q99, QUANTILES
 
 
 class Speed(Attribute):
@@ -55,6 +56,11 @@ class Speed(Attribute):
             f"moving {observed:.1f} body-heights/s, normal here for {obj.name} {q[Q50]:.1f} "
             f"(99th pct {q[Q99]:.1f})",
         )
+
+    def normal_range(self, obj: ObjectView) -> NormalRange:
+        row = obj.model.quantities["speed"].lookup(obj.cell, obj.kk)[0][0]
+        observed = float(obj.attrs.speed[obj.i])
+        return NormalRange("body-heights/s", tuple(QUANTILES.tolist()), tuple(row.tolist()), observed)
 
     def sustained_text(self, obj: ObjectView, path: PathSpeed) -> str | None:
         """The track's mean speed over the frames of its evidence, against the normal speed along the
