@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import VigilError
 
+#: how long the lists of cameras and reasons (full scans of 100,000s of rows) are reused
+DISTINCT_TTL_S = 30.0
 #: inbox states an operator filters on: open/ended, and the review states
 STATES = ("open", "ended", "unreviewed", "acknowledged", "false_alarm", "normal_here")
 
@@ -109,6 +112,7 @@ class AlertReader:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._cached: dict[str, tuple[float, list[str]]] = {}
         try:
             self._db = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False
@@ -138,8 +142,8 @@ class AlertReader:
         where, args = self._where(filters)
         if cursor:
             at, event_id = decode_cursor(cursor)
-            where.append("(a.first_seen < ? OR (a.first_seen = ? AND a.event_id < ?))")
-            args += [at, at, event_id]
+            where.append("(a.first_seen, a.event_id) < (?, ?)")  # a row value: an index seek, not a scan
+            args += [at, event_id]
         sql = f"SELECT {_COLUMNS} FROM alerts a"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -205,10 +209,20 @@ class AlertReader:
         )}  # fmt: skip
 
     def cameras(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT camera FROM alerts ORDER BY camera")]
+        """Cameras with alerts (a scan of the store: kept for `DISTINCT_TTL_S`)."""
+        return self._distinct("SELECT DISTINCT camera FROM alerts ORDER BY camera")
 
     def reasons(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT DISTINCT attribute FROM alert_reasons ORDER BY attribute")]
+        """Attributes that led or joined a reason (for the inbox's filter; kept for `DISTINCT_TTL_S`)."""
+        return self._distinct("SELECT DISTINCT attribute FROM alert_reasons ORDER BY attribute")
+
+    def _distinct(self, sql: str) -> list[str]:
+        now = time.monotonic()
+        cached = self._cached.get(sql)
+        if cached is None or now - cached[0] > DISTINCT_TTL_S:
+            cached = (now, [r[0] for r in self._rows(sql)])
+            self._cached[sql] = cached
+        return list(cached[1])
 
     def timeline(self, camera: str, since: float) -> list[tuple[float, float, float]]:
         """(first_seen, last_seen, peak score) of the camera's alerts since `since`."""

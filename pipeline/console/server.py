@@ -20,7 +20,9 @@ class ConsoleServer:
     def __init__(self, app: object, host: str, port: int, token: bool) -> None:
         try:  # bind here, so a busy port fails the command at once with one line
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self._socket = socket.socket(family, socket.SOCK_STREAM)
+            # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for sockets that
+            # say so; with proto 0 a keep-alive response waits ~40 ms for the client's delayed ACK
+            self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._socket.bind((host, port))
         except OSError as exc:
