@@ -21,12 +21,6 @@ from functools import partial
 from typing import TYPE_CHECKING, TextIO
 
 from pipeline.config import CameraConfig, VigilConfig, perception_differences, perception_settings
-from pipeline.console.alerts import AlertReader
-from pipeline.console.cameras import CameraBoard
-from pipeline.console.live import LiveView
-from pipeline.console.ranges import NormalRanges
-from pipeline.console.reviewing import Reviewing
-from pipeline.console.server import ConsoleServer
 from pipeline.errors import ConfigError
 from pipeline.graph import build_graph
 from pipeline.http import HealthProbe, MetricsServer
@@ -47,6 +41,8 @@ from pipeline.stage import Stage
 from pipeline.terminal import stdout_for_events_only, stop_on_signals
 
 if TYPE_CHECKING:
+    from pipeline.console.live import LiveView
+    from pipeline.console.server import ConsoleServer
     from stages.normality import NormalityModel
 
 log = logging.getLogger("vigil.cli")  # the logger name these lines always had
@@ -179,6 +175,9 @@ class Services:
         if config.http.enabled:
             health = HealthProbe(self.metrics, config.http.stall_limit_s)
             if console_enabled(config):
+                from pipeline.console.live import LiveView  # the web stack only where it is served
+                from pipeline.console.server import ConsoleServer
+
                 self.live = (
                     LiveView(config.console.preview_interval_s, config.events.start_score)
                     if running
@@ -216,7 +215,11 @@ class Services:
 
     def _console(self, config: VigilConfig, cameras: Sequence[str], health: HealthProbe) -> object:
         """The console app over this run's event store, model store and live view."""
+        from pipeline.console.alerts import AlertReader
         from pipeline.console.app import Console, create_app
+        from pipeline.console.cameras import CameraBoard
+        from pipeline.console.ranges import NormalRanges
+        from pipeline.console.reviewing import Reviewing
         from pipeline.console.users import UserStore
 
         store = SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks))

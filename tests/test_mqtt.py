@@ -343,3 +343,26 @@ def test_retries_against_a_dead_broker_do_not_leak_sockets() -> None:
             transport.deliver(item)
     transport.close()
     assert len(os.listdir("/proc/self/fd")) <= fds + 2
+
+
+def test_a_review_reaches_mqtt_subscribers_after_its_event(broker: Broker, tmp_path: Path) -> None:
+    """An operator's review (here through the store, as the console records it) goes out on the event
+    topic after the event's own messages, with who did what: subscribers see the alert's state."""
+    sub = Subscriber(broker.port, "vigil/+/events", client_id="review-subscriber")
+    store = SqliteEventStore(tmp_path / "events.db", outbox_sinks=["mqtt"])
+    cfg = settings(broker.port)
+    worker = DeliveryWorker(store, MqttTransport(cfg, ["cam1"]), Metrics(), cfg)
+    stop = threading.Event()
+    worker.start(stop)
+    try:
+        store.write([make_event(1)])
+        store.review("cam1-0001", "false_alarm", "alice")
+        wait_for(lambda: len(sub.payloads()) >= 2, 10, "the event and its review")
+    finally:
+        stop.set()
+        assert worker.join(10)
+        sub.close()
+        store.close()
+    received = [json.loads(payload) for _, payload, _ in sub.payloads()]
+    assert [(m["id"], m["kind"]) for m in received] == [("cam1-0001", "new"), ("cam1-0001", "review")]
+    assert received[1]["review"]["action"] == "false_alarm" and received[1]["review"]["by"] == "alice"
