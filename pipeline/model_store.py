@@ -117,6 +117,7 @@ class ModelStore:
         camera = model.camera
         with self._locked(camera) as folder:
             index = self._read_index(camera) or self._first_index(camera, folder)
+            self._adopt_live(camera, folder, index)
             current = int(index["current"])
             number = max(v["number"] for v in index["versions"]) + 1
             target = folder / f"v{number:04d}.npz"
@@ -141,6 +142,7 @@ class ModelStore:
             index = self._read_index(camera)
             if index is None:
                 raise VigilError(f"model of camera {camera}: no versions to undo")
+            self._adopt_live(camera, folder, index)
             entry = next((v for v in index["versions"] if v["number"] == number), None)
             if entry is None or entry["parent"] is None:
                 raise VigilError(f"model of camera {camera}: version {number} cannot be undone")
@@ -164,6 +166,23 @@ class ModelStore:
         shutil.copyfile(live, folder / "v0001.npz")
         first = ModelVersion(1, live.stat().st_mtime, "fitted", footage=footage_of(live))
         return {"current": 1, "versions": [asdict(first)]}
+
+    def _adopt_live(self, camera: str, folder: Path, index: dict) -> None:
+        """A live file that is not the current version (`vigil fit` or a warm-up wrote it since) becomes
+        the next version, "fitted", and current: later versions build on it, and undo never goes back
+        past it."""
+        current = folder / f"v{int(index['current']):04d}.npz"
+        live = self.path(camera)
+        if not live.exists() or (current.exists() and _same_bytes(live, current)):
+            return
+        number = max(v["number"] for v in index["versions"]) + 1
+        shutil.copyfile(live, folder / f"v{number:04d}.npz")
+        note = "the live model file was replaced outside the console (vigil fit, or learnt during warm-up)"
+        adopted = ModelVersion(number, live.stat().st_mtime, "fitted", note=note, footage=footage_of(live))
+        index["versions"].append(asdict(adopted))
+        index["current"] = number
+        self._write_index(folder, index)
+        log.info("live model file adopted as a new version", extra=fields(camera=camera, version=number))
 
     def _make_live(self, camera: str, version_file: Path) -> None:
         live = self.path(camera)
@@ -202,6 +221,18 @@ class ModelStore:
                 yield folder
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
 
 
 def footage_of(path: Path) -> str:

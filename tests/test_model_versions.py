@@ -195,3 +195,22 @@ def test_a_bad_new_file_is_reported_and_skipped(
     os.utime(path, ns=(1, 1))  # a different mtime even on a coarse clock
     restored = follow(camera)
     assert restored is not None and restored.provenance is not None and restored.provenance.frames == 1
+
+
+def test_a_live_file_replaced_outside_becomes_a_version(
+    store: ModelStore, fitted: NormalityModel, live: bytes
+) -> None:
+    """`vigil fit` (or a warm-up) rewrote the live file after v2: the next feedback builds on it, and it
+    is kept as a version of its own, so undo cannot silently bring back what the refit replaced."""
+    camera = fitted.camera
+    store.commit(fitted, "feedback", by="alice", event_id="e1")
+    v2 = store.path(camera).read_bytes()
+    fitted.counts["frames"] = int(fitted.counts.get("frames", 0)) + 1  # another model: the refit
+    fitted.save(store.path(camera))
+    assert store.path(camera).read_bytes() != v2
+    with pytest.raises(VigilError, match="not current"):
+        store.undo(camera, 2, "alice")  # the refit (v3) is current now
+    versions, current = store.versions(camera)
+    assert current == 3 and versions[-1].source == "fitted" and "outside the console" in versions[-1].note
+    v4 = store.commit(fitted, "feedback", by="bob", event_id="e2")
+    assert v4.number == 4 and v4.parent == 3
