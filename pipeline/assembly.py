@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -199,6 +200,19 @@ class Services:
         if retention is not None:
             retention.start(self.stop)
 
+    def _keep_scores(self, store: SqliteEventStore) -> None:
+        """Every few seconds, the frame scores the live view sampled go into the store (a last time at
+        the stop event)."""
+        assert self.live is not None
+        while True:
+            stopping = self.stop.wait(5.0)
+            try:
+                store.record_scores(self.live.take_scores())
+            except (sqlite3.Error, ValueError) as exc:  # a busy or closed store: these samples are lost
+                log.error(f"frame scores not kept: {exc}")
+            if stopping:
+                return
+
     def _retention(self, config: VigilConfig) -> Retention | None:
         policy = RetentionPolicy.from_config(config.retention)
         if not config.sinks.sqlite.enabled:
@@ -225,7 +239,13 @@ class Services:
         store = SqliteEventStore(config.sinks.sqlite.path, outbox_sinks=outbox_sink_names(config.sinks))
         reader = AlertReader(config.sinks.sqlite.path)
         users = UserStore.from_config(config.console)
-        self._closers += [store.close, reader.close, users.close]
+        keeper = None
+        if self.live is not None:  # the running cameras' frame scores, for the camera page's history
+            keeper = threading.Thread(
+                target=self._keep_scores, args=(store,), name="score-history", daemon=True
+            )
+            keeper.start()
+        self._closers += [partial(_join, keeper), store.close, reader.close, users.close]
         if users.count() == 0:
             log.warning("the console has no users yet: add one with `vigil user add NAME --role admin`")
         models = ModelStore(config)
@@ -325,6 +345,11 @@ def replay(
         on_packet=on_packet,
     )
     return runner.run()
+
+
+def _join(thread: threading.Thread | None) -> None:
+    if thread is not None:
+        thread.join(timeout=10.0)
 
 
 def console_enabled(config: VigilConfig) -> bool:

@@ -197,6 +197,9 @@ class Retention:
             ids, files = self._delete_rows(planned[start : start + BATCH])
             deleted.update(ids)
             bytes_freed += sum(self._remove(path) for path in files)
+        if self.policy.max_age_s is not None:  # the console's score history ages out the same way
+            with self._transaction("BEGIN IMMEDIATE") as db:
+                db.execute("DELETE FROM frame_scores WHERE at < ?", (now - self.policy.max_age_s,))
         kept, media_bytes, oldest = summarize([c for c in candidates if c.event_id not in deleted])
         report = RetentionReport(len(deleted), bytes_freed, kept, media_bytes, oldest)
         if self._metrics is not None:

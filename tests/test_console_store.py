@@ -494,3 +494,21 @@ def test_migration_never_reuses_a_seq(tmp_path: Path, deleted: tuple[int, ...]) 
         assert raw(path, "SELECT seq FROM events WHERE event_id = 'new'") == [(5,)]
     finally:
         store.close()
+
+
+def test_frame_scores_kept_and_read_per_camera_since(tmp_path: Path) -> None:
+    """The console's score history: what the live view sampled, per camera, from a given time."""
+    from pipeline.console.live import LiveView
+
+    live = LiveView()
+    store = SqliteEventStore(tmp_path / "events.db")
+    reader = AlertReader(tmp_path / "events.db")
+    try:
+        assert live.take_scores() == []
+        store.record_scores([("a", T0, 1.5), ("b", T0 + 1, 2.0), ("a", T0 + 2, 4.0)])
+        assert reader.scores("a", T0 + 1) == [(T0 + 2, 4.0)]
+        assert reader.scores("a", 0) == [(T0, 1.5), (T0 + 2, 4.0)]
+        assert reader.scores("c", 0) == []
+    finally:
+        reader.close()
+        store.close()

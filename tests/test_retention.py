@@ -426,3 +426,13 @@ def test_thread_logs_a_failed_run_and_goes_on(world: World, records: list[loggin
     error = next(r for r in records if r.levelno == logging.ERROR)
     assert "retention run failed" in error.getMessage() and "locked" in error.getMessage()
     assert error.exc_info is not None
+
+
+@pytest.mark.parametrize(("days", "kept"), [(1.0, [("cam0", 3.0)]), (None, [("cam0", 1.0), ("cam0", 3.0)])])
+def test_frame_score_history_ages_out_with_the_events(
+    world: World, days: float | None, kept: list[tuple[str, float]]
+) -> None:
+    now = time.time()
+    world.store.record_scores([("cam0", now - 3 * 86400, 1.0), ("cam0", now - 3600, 3.0)])
+    world.retention(RetentionPolicy(None if days is None else days * 86400, None)).run_once(now)
+    assert world.query("SELECT camera, score FROM frame_scores ORDER BY at") == kept

@@ -231,6 +231,13 @@ class AlertReader:
             " ORDER BY first_seen", (camera, since),
         )]  # fmt: skip
 
+    def scores(self, camera: str, since: float) -> list[tuple[float, float]]:
+        """(wall time, frame score) samples of the camera since `since`, oldest first."""
+        rows = self._rows(
+            "SELECT at, score FROM frame_scores WHERE camera = ? AND at >= ? ORDER BY at", (camera, since)
+        )
+        return [(float(a), float(b)) for a, b in rows]
+
     def reviews(
         self, event_id: str | None = None, limit: int = 200, before: int | None = None
     ) -> list[Review]:

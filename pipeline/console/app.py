@@ -259,7 +259,7 @@ def create_app(console: Console) -> FastAPI:
         versions, current = console.reviewing.models.versions(camera)
         return render(
             request, "camera.html", who, camera=console.board.camera(camera), versions=versions,
-            current=current, scores=console.board.live.scores(camera) if console.board.live else [],
+            current=current, scores=console.reader.scores(camera, since),
             alerts=console.reader.timeline(camera, since), since=since,
         )  # fmt: skip
 

@@ -50,6 +50,7 @@ class LiveView:
         self.alert_score = alert_score
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
+        self._unsaved: list[tuple[str, float, float]] = []
 
     def observe(self, packet: FramePacket) -> None:
         """Runner callback for each finished frame (cheap: no copies, no encoding)."""
@@ -62,6 +63,8 @@ class LiveView:
                 cam.frames.append(now)
             if packet.scores is not None and (not cam.scores or now - cam.scores[-1][0] >= 1.0):
                 cam.scores.append((now, float(packet.scores.smoothed_score)))
+                if len(self._unsaved) < 100_000:  # a store that stopped taking them: keep memory bounded
+                    self._unsaved.append((frame.camera, now, float(packet.scores.smoothed_score)))
             if now > cam.watched_until or (cam.kept is not None and now - cam.kept.at < self.interval_s):
                 return
             cam.captured += 1
@@ -80,6 +83,12 @@ class LiveView:
             score = float(object_scores[i]) if object_scores is not None else 0.0
             label = f"{attrs.name_of(i)} #{int(attrs.track_id[i])} {score:.1f}"
             out.append(((x1, y1, x2, y2), label, score >= self.alert_score))
+        return out
+
+    def take_scores(self) -> list[tuple[str, float, float]]:
+        """The (camera, time, score) samples not yet handed out, for the store's score history."""
+        with self._lock:
+            out, self._unsaved = self._unsaved, []
         return out
 
     def cameras(self) -> list[str]:

@@ -10,7 +10,8 @@ shared behind a lock makes the store safe to use from any thread.
 attributes of its reasons, updated in the same transaction as each message, so the console pages
 100,000 events by key without reading their messages. A review (`review`) is a message too: kind
 'review' in `events`, queued for the network sinks like any other, so MQTT and webhook subscribers
-see it; `reviews` keeps every action with who and when (the audit).
+see it; `reviews` keeps every action with who and when (the audit). `frame_scores` keeps each running
+camera's frame score about once a second, for the console's camera page.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ CREATE TABLE IF NOT EXISTS reviews (
     undone_by     TEXT
 );
 CREATE INDEX IF NOT EXISTS reviews_event ON reviews (event_id, id);
+CREATE TABLE IF NOT EXISTS frame_scores (
+    camera TEXT NOT NULL,
+    at     REAL NOT NULL,
+    score  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frame_scores_camera ON frame_scores (camera, at);
 """
 
 #: what an operator can say about an alert; "undo_normal_here" takes a "normal here" back
@@ -254,6 +261,12 @@ class SqliteEventStore(EventSink):
                 (state, None if state is None else user, None if state is None else at, seq, event_id),
             )
         return int(audit or 0)
+
+    def record_scores(self, samples: Sequence[tuple[str, float, float]]) -> None:
+        """Keep (camera, wall time, smoothed frame score) samples for the console's score history."""
+        if samples:
+            with self._transaction() as db:
+                db.executemany("INSERT INTO frame_scores (camera, at, score) VALUES (?, ?, ?)", samples)
 
     # ---- outbox ----------------------------------------------------------------------------------
 
