@@ -213,7 +213,7 @@ def create_app(console: Console) -> FastAPI:
         return render(
             request, "inbox.html", who, rows=rows, next_cursor=following, filters=filters, query=query,
             cameras=console.board.names(), reasons=console.reader.reasons(), since=since or "",
-            until=until or "", live=cursor is None, last_seq=console.reader.last_seq(),
+            until=until or "", live=cursor is None and not until, last_seq=console.reader.last_seq(),
         )  # fmt: skip
 
     @app.get("/alerts/{event_id}/row", response_class=HTMLResponse, include_in_schema=False)
