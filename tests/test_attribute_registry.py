@@ -13,7 +13,13 @@ from pipeline.config import ScoringConfig
 from pipeline.errors import ModelError
 from stages.normality import NormalityModel, fit_normality
 from stages.normality.attributes import ATTRIBUTES, REGISTRY, _registry, attribute
-from stages.normality.attributes.base import Attribute, FeedbackUnsupported, Input, SkippedFrame
+from stages.normality.attributes.base import (
+    Attribute,
+    FeedbackUnsupported,
+    Input,
+    ObjectView,
+    SkippedFrame,
+)
 from stages.normality.features import TrackMemory
 from stages.normality.judge import frame_view, raw_scores
 from stages.normality.model import BANKS, QUANTITIES, TABLES
@@ -148,3 +154,17 @@ def test_feedback_weight_is_a_count(model_file: Path) -> None:
     frame = frame_view(model, fs.attributes, fs.scene_graph, hist, 3)
     with pytest.raises(ValueError, match="expected >= 1"):
         REGISTRY["class_in_place"].absorb_normal(frame, np.array([0]), weight=0)
+
+
+@pytest.mark.parametrize("name", ["speed", "size", "dwell"])
+def test_normal_range_is_ordered_and_in_the_reason_unit(model_file: Path, name: str) -> None:
+    """The console's plot of a reason: quantiles of normal objects here, non-decreasing, and the value."""
+    model = NormalityModel.load(model_file)
+    fs, hist = unusual(name)
+    frame = frame_view(model, fs.attributes, fs.scene_graph, hist, 3)
+    obj = ObjectView(model, fs.attributes, fs.scene_graph, 0, int(frame.cls[0]))
+    normal = REGISTRY[name].normal_range(obj)
+    assert normal is not None and normal.unit
+    values = np.array(normal.values)
+    assert len(values) == len(normal.levels) and np.all(np.diff(values) >= -1e-9)
+    assert np.isfinite(normal.observed) and normal.observed > values[len(values) // 2]  # it is unusual

@@ -31,10 +31,12 @@ from stages.normality.attributes.base import (
     Input,
     Learner,
     ModelParts,
+    NormalRange,
     ObjectView,
     check_weight,
 )
 from stages.normality.calibration import TailPrior
+from stages.normality.grids import QUANTILES
 
 #: the durations (s) at which stays are counted: 0.25 s to about 3 h, four steps per doubling
 DURATIONS = 0.25 * 2.0 ** (np.arange(56) / 4.0)
@@ -132,6 +134,19 @@ class Dwell(Attribute):
             f"staying {d:.0f} s in one place{beyond}: {p:.1%} of the {obj.name}s seen here in training "
             f"stayed as long",
         )
+
+    def normal_range(self, obj: ObjectView) -> NormalRange:
+        """How long visits of the class to this place stayed: the stay at each quantile level, read off
+        the survival table on a grid of durations (beyond the horizon the table is censored)."""
+        table = StayTable.of(obj.model.tables, obj.model.grid)
+        observed = float(np.nan_to_num(obj.attrs.dwell[obj.i], nan=0.0))
+        top = max(float(table.horizon[obj.k]), observed, 1.0) * 1.5
+        grid = np.linspace(0.0, top, 200)
+        survival = table.probability(np.full(len(grid), int(obj.cell[0])), np.full(len(grid), obj.k), grid)
+        # the stay at level q: the shortest duration that fewer than (1 - q) of the visits reached
+        values = tuple(float(grid[np.argmax(survival < 1.0 - q)]) if np.any(survival < 1.0 - q) else top
+                       for q in QUANTILES.tolist())  # fmt: skip
+        return NormalRange("seconds in place", tuple(QUANTILES.tolist()), values, observed)
 
     def absorb_normal(self, frame: FrameView, rows: np.ndarray, weight: int = 1) -> None:
         """Each object counts `weight` more visits of its cell that stayed as long as it has."""
