@@ -101,3 +101,32 @@ def test_setup_sends_apt_and_pip_output_to_stderr(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert run.stdout == ""
     assert "apt-get install" in run.stderr and "setup: ok" in run.stderr
+
+
+def test_the_wheel_holds_every_module_template_and_preset(tmp_path: Path) -> None:
+    """`pip install .` (the container images) installs what the repo runs: every subpackage's modules,
+    the console's templates and static files, the evaluation presets."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"  # a copy: a build/ folder left in the repo would hide what setuptools omits
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    for top in ("pipeline", "stages"):
+        shutil.copytree(ROOT / top, source / top, ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("vigil-*.whl")
+    packed = set(zipfile.ZipFile(wheel).namelist())
+    shipped = (".py", ".html", ".js", ".css", ".json")
+    wanted = {
+        str(p.relative_to(ROOT))
+        for top in ("pipeline", "stages")
+        for p in (ROOT / top).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in shipped
+    }
+    assert wanted and not wanted - packed, sorted(wanted - packed)[:20]
