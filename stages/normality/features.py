@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 KP_CONF = 0.3  # keypoints below this confidence are treated as unseen
 MIN_POSE_FRAMES = 6  # of the gait window: a shorter stretch misses part of a stride
+#: the frame rate the gait floor (`min(MIN_POSE_FRAMES, gait_window)` samples) was set on (Ped2's 10
+#: fps): faster footage needs its samples to span as long as they do there
+GAIT_FLOOR_FPS = 10.0
 TORSO = (5, 6, 11, 12)  # shoulders, hips
 ARMS = (7, 8, 9, 10)  # elbows, wrists
 LEGS = (13, 14, 15, 16)  # knees, ankles
@@ -243,8 +246,8 @@ class TrackMemory:
                 tr.log_aspect.append((pts, log_aspect[i]))
                 self._trim(tr.log_aspect, pts)
             n_aspect, least = len(tr.log_aspect), min(MIN_POSE_FRAMES, self.gait_window)
-            # as many samples, lasting as long as they do at 10 fps
-            if n_aspect >= least and pts - tr.log_aspect[0][0] >= (least - 1) / 10.0 - 1e-3:
+            # as many samples, lasting as long as they do at the footage rate the floor was set on
+            if n_aspect >= least and pts - tr.log_aspect[0][0] >= (least - 1) / GAIT_FLOOR_FPS - 1e-3:
                 stride[i] = detrended_std(np.fromiter((v for _, v in tr.log_aspect), np.float64, n_aspect))
             if speed_ok[i]:
                 tr.speed.append((pts, speed[i]))
