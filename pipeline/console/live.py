@@ -1,5 +1,5 @@
 """What the console shows of running cameras: a preview frame while someone watches, the analysed frame
-rate, and the recent frame scores.
+rate, and the frame scores sampled once a second for the store's score history.
 
 `LiveView.observe` is the runner's end-of-pipeline callback: it only counts and, for a camera whose
 preview was asked for in the last few seconds, keeps a reference to the frame and its boxes at most
@@ -21,8 +21,8 @@ from pipeline.packets import FramePacket
 
 #: a preview request keeps a camera's frames coming for this long
 WATCH_S = 5.0
-#: frame scores kept per camera for the camera page (one per second)
-SCORE_HISTORY = 3600
+#: a camera's frame score is sampled for the score history at most this often
+SCORE_EVERY_S = 1.0
 
 
 @dataclass
@@ -39,7 +39,7 @@ class _Camera:
     watched_until: float = 0.0
     kept: _Kept | None = None
     frames: deque[float] = field(default_factory=lambda: deque(maxlen=64))
-    scores: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=SCORE_HISTORY))
+    last_score_at: float = 0.0
     last_frame: float = 0.0
     captured: int = 0
 
@@ -61,8 +61,8 @@ class LiveView:
             cam.last_frame = now
             if packet.analysed:
                 cam.frames.append(now)
-            if packet.scores is not None and (not cam.scores or now - cam.scores[-1][0] >= 1.0):
-                cam.scores.append((now, float(packet.scores.smoothed_score)))
+            if packet.scores is not None and now - cam.last_score_at >= SCORE_EVERY_S:
+                cam.last_score_at = now
                 if len(self._unsaved) < 100_000:  # a store that stopped taking them: keep memory bounded
                     self._unsaved.append((frame.camera, now, float(packet.scores.smoothed_score)))
             if now > cam.watched_until or (cam.kept is not None and now - cam.kept.at < self.interval_s):
@@ -120,11 +120,6 @@ class LiveView:
         with self._lock:
             cam = self._cameras.get(camera)
             return None if cam is None or not cam.last_frame else time.time() - cam.last_frame
-
-    def scores(self, camera: str) -> list[tuple[float, float]]:
-        with self._lock:
-            cam = self._cameras.get(camera)
-            return [] if cam is None else list(cam.scores)
 
 
 def encode_preview(
