@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from pipeline.config import RetentionConfig
 from pipeline.errors import VigilError
 from pipeline.logs import fields
 from pipeline.metrics import Metrics
+from pipeline.sqlite_shared import SharedConnection
 
 log = logging.getLogger("vigil.retention")
 
@@ -164,16 +164,16 @@ class Retention:
         self.policy = policy
         self.interval_s = interval_s
         self._metrics = metrics
-        self._lock = threading.Lock()
         # mode=rw: a missing store is an error, not a new empty database without the pipeline's tables
         uri = f"{self.store_path.resolve().as_uri()}?mode=rw"
         try:
-            self._db: sqlite3.Connection | None = sqlite3.connect(
+            db = sqlite3.connect(
                 uri, uri=True, timeout=timeout_s, check_same_thread=False, isolation_level=None
             )
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._conn = SharedConnection(db, f"retention for {self.store_path}")
+            db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            db.execute("PRAGMA foreign_keys=ON")
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             raise VigilError(f"retention: event store {self.store_path}: cannot open: {exc}") from exc
         missing = [t for t in _TABLES if t not in names]
@@ -198,7 +198,7 @@ class Retention:
             deleted.update(ids)
             bytes_freed += sum(self._remove(path) for path in files)
         if self.policy.max_age_s is not None:  # the console's score history ages out the same way
-            with self._transaction("BEGIN IMMEDIATE") as db:
+            with self._conn.transaction("BEGIN IMMEDIATE") as db:
                 db.execute("DELETE FROM frame_scores WHERE at < ?", (now - self.policy.max_age_s,))
         kept, media_bytes, oldest = summarize([c for c in candidates if c.event_id not in deleted])
         report = RetentionReport(len(deleted), bytes_freed, kept, media_bytes, oldest)
@@ -231,10 +231,7 @@ class Retention:
         return thread
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._conn.close()
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -249,7 +246,7 @@ class Retention:
 
     def _candidates(self) -> list[Candidate]:
         """Every event of the store with its files' sizes (stat outside the transaction)."""
-        with self._transaction("BEGIN") as db:
+        with self._conn.transaction("BEGIN") as db:
             rows = db.execute(
                 "SELECT event_id, camera, last_seen, is_open, snapshot_path, clip_path FROM alerts"
             ).fetchall()
@@ -275,7 +272,7 @@ class Retention:
         """Delete the planned events' rows in one transaction, re-checking each is still ended with
         nothing pending (a review may have queued a message since the plan). Returns the ids deleted
         and their files that no remaining event references."""
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._conn.transaction("BEGIN IMMEDIATE") as db:
             marks = ",".join("?" * len(planned))
             rows = db.execute(
                 "SELECT event_id, camera, snapshot_path, clip_path FROM alerts"
@@ -319,20 +316,6 @@ class Retention:
             unshared = [None if p in still else p for p in (snapshot, clip)]
             files.update(dict.fromkeys(self._paths(event_id, camera, *unshared)))
         return ids, list(files)
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                raise ValueError(f"retention for {self.store_path} is closed")
-            db = self._db
-            db.execute(begin)
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     # ---- files -----------------------------------------------------------------------------------
 

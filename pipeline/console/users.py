@@ -16,10 +16,7 @@ import math
 import re
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pipeline.config import ConsoleConfig
 from pipeline.errors import VigilError
 from pipeline.logs import fields
+from pipeline.sqlite_shared import SharedConnection
 
 log = logging.getLogger("vigil.console")
 
@@ -172,19 +170,17 @@ class UserStore:
         self.hasher = hasher if hasher is not None else PasswordHasher()
         # verified against when the name is unknown, so the reply takes as long as for a wrong password
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
-        self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None
-            )
+            db = sqlite3.connect(self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
+            self._conn = SharedConnection(db, f"console store {self.path}")
             if created:
                 self.path.chmod(0o600)  # password hashes: readable by the service's user only
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise VigilError(f"console store {self.path}: cannot open: {exc}") from exc
 
@@ -201,7 +197,7 @@ class UserStore:
             raise VigilError(problem)
         password_hash = self.hasher.hash(password)
         now = time.time()
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise VigilError(f"user {name} already exists")
             db.execute(
@@ -213,7 +209,7 @@ class UserStore:
 
     def remove(self, name: str) -> None:
         """Delete a user and (by the foreign key) their sessions; the last admin cannot be removed."""
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             self._require_not_last_admin(db, name, "remove")
             db.execute("DELETE FROM users WHERE name = ?", (name,))
 
@@ -222,7 +218,7 @@ class UserStore:
         if problem := password_problem(password):
             raise VigilError(problem)
         password_hash = self.hasher.hash(password)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             self._require_user(db, name)
             db.execute(
                 "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE name = ?",
@@ -233,7 +229,7 @@ class UserStore:
     def set_role(self, name: str, role: Role | str) -> None:
         """Change a role (open sessions see it at once); the last admin cannot be demoted."""
         role = Role.parse(role)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             if role is not Role.admin:
                 self._require_not_last_admin(db, name, "demote")
             else:
@@ -241,18 +237,18 @@ class UserStore:
             db.execute("UPDATE users SET role = ? WHERE name = ?", (role.value, name))
 
     def get(self, name: str) -> User | None:
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute("SELECT name, role, created_at FROM users WHERE name = ?", (name,)).fetchone()
         return None if row is None else User(row[0], Role(row[1]), row[2])
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             rows = db.execute("SELECT name, role, created_at FROM users ORDER BY name").fetchall()
         return [User(r[0], Role(r[1]), r[2]) for r in rows]
 
     def count(self) -> int:
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
 
     # ---- login -----------------------------------------------------------------------------------
@@ -268,7 +264,7 @@ class UserStore:
             self._verify(self._dummy_hash, password)
             return None
         keys = (f"{name}|{client[:_MAX_CLIENT_CHARS]}", name)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             locked = [until for key in keys if (until := self._locked_until(db, key)) > now]
             if locked:
                 raise LoginThrottled(math.ceil(max(locked) - now))
@@ -283,7 +279,7 @@ class UserStore:
         if not self._verify(stored, password):
             self._record_failure(keys, now)
             return None
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             db.execute("DELETE FROM login_failures WHERE key = ?", (keys[0],))
         if self.hasher.check_needs_rehash(stored):
             self._rehash(name, stored, password)
@@ -309,7 +305,7 @@ class UserStore:
         """Count one failure on the (name, client) key and on the name, and lock those over budget."""
         attempts = self.settings.login_attempts
         budgets = (attempts, attempts * NAME_ATTEMPTS_FACTOR)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             for key, budget in zip(keys, budgets, strict=True):
                 row = db.execute(
                     "SELECT failures, last_failure FROM login_failures WHERE key = ?", (key,)
@@ -327,7 +323,7 @@ class UserStore:
     def _rehash(self, name: str, stored: str, password: str) -> None:
         """Store the password under the hasher's current parameters (unless it changed meanwhile)."""
         new_hash = self.hasher.hash(password)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE users SET password_hash = ? WHERE name = ? AND password_hash = ?",
                 (new_hash, name, stored),
@@ -340,7 +336,7 @@ class UserStore:
         now = time.time() if now is None else now
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         expires_at = now + self.settings.session_max_s
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute("SELECT role FROM users WHERE name = ?", (user.name,)).fetchone()
             if row is None:
                 raise VigilError(f"no user named {user.name}")
@@ -357,7 +353,7 @@ class UserStore:
             return None
         now = time.time() if now is None else now
         id_hash = _token_hash(token)
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute(
                 "SELECT s.user, u.role, s.csrf, s.last_seen, s.expires_at FROM sessions s"
                 " JOIN users u ON u.name = s.user WHERE s.id_hash = ?",
@@ -375,13 +371,13 @@ class UserStore:
 
     def end_session(self, token: str) -> None:
         """Log out: the token stops working (an unknown token is not an error)."""
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             db.execute("DELETE FROM sessions WHERE id_hash = ?", (_token_hash(token),))
 
     def purge_expired(self, now: float | None = None) -> int:
         """Delete expired sessions and long-quiet failure counts; returns how many sessions went."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             ended = db.execute(
                 "DELETE FROM sessions WHERE expires_at <= ? OR last_seen < ?",
                 (now, now - self.settings.session_idle_s),
@@ -395,10 +391,7 @@ class UserStore:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._conn.close()
 
     def __enter__(self) -> UserStore:
         return self
@@ -420,17 +413,3 @@ class UserStore:
         admins = db.execute("SELECT COUNT(*) FROM users WHERE role = ?", (Role.admin.value,)).fetchone()[0]
         if admins == 1:
             raise VigilError(f"cannot {action} {name}: the last admin (add another admin first)")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                raise ValueError(f"console store {self.path} is closed")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")

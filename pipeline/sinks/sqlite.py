@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import VigilError
 from pipeline.packets import Event
 from pipeline.sinks.base import EventSink
+from pipeline.sqlite_shared import SharedConnection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -148,19 +147,17 @@ class SqliteEventStore(EventSink):
         """Open (creating if needed) the store; `outbox_sinks` names the network sinks to queue for."""
         self.path = Path(path)
         self.outbox_sinks = tuple(outbox_sinks)
-        self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            _migrate(self._db)
-            self._db.executescript(SCHEMA)
-            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
-                with self._transaction() as db:
+            db = sqlite3.connect(self.path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
+            self._conn = SharedConnection(db, f"event store {self.path}")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            _migrate(db)
+            db.executescript(SCHEMA)
+            if int(db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+                with self._conn.transaction() as db:
                     _index_existing(db)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
@@ -173,7 +170,7 @@ class SqliteEventStore(EventSink):
         if not events:
             return
         now = time.time()
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             for event in events:
                 data = event.to_json()
                 cursor = db.execute(
@@ -218,7 +215,7 @@ class SqliteEventStore(EventSink):
                 f"review: unknown action {action!r}; expected one of {', '.join(REVIEW_ACTIONS)}"
             )
         at = time.time() if at is None else at
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute(
                 "SELECT json FROM events WHERE event_id = ? AND kind != 'review' ORDER BY seq DESC LIMIT 1",
                 (event_id,),
@@ -265,14 +262,14 @@ class SqliteEventStore(EventSink):
     def record_scores(self, samples: Sequence[tuple[str, float, float]]) -> None:
         """Keep (camera, wall time, smoothed frame score) samples for the console's score history."""
         if samples:
-            with self._transaction() as db:
+            with self._conn.transaction() as db:
                 db.executemany("INSERT INTO frame_scores (camera, at, score) VALUES (?, ?, ?)", samples)
 
     # ---- outbox ----------------------------------------------------------------------------------
 
     def pending(self, sink: str, limit: int = 100) -> list[OutboxItem]:
         """The oldest `limit` undelivered messages for `sink`, in insertion order."""
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             rows = db.execute(
                 "SELECT o.id, o.sink, o.attempts, o.last_error, e.json FROM outbox o"
                 " JOIN events e ON e.seq = o.event_seq"
@@ -285,7 +282,7 @@ class SqliteEventStore(EventSink):
         ]
 
     def mark_delivered(self, ids: Sequence[int]) -> None:
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             db.executemany(
                 "UPDATE outbox SET status = 'delivered', attempts = attempts + 1, last_error = NULL,"
                 " updated_at = ? WHERE id = ?",
@@ -293,7 +290,7 @@ class SqliteEventStore(EventSink):
             )
 
     def mark_failed(self, id: int, error: str) -> None:
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?",
                 (error[:2000], time.time(), id),
@@ -316,44 +313,27 @@ class SqliteEventStore(EventSink):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq LIMIT ?"
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             rows = db.execute(sql, (*args, limit)).fetchall()
         return [StoredEvent(*r[:7], json=json.loads(r[7])) for r in rows]
 
     def count(self, table: str = "events") -> int:
         if table not in ("events", "outbox"):
             raise ValueError(f"unknown table {table!r}: expected events or outbox")
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def pragma(self, name: str) -> str:
         """A PRAGMA's current value (journal_mode, synchronous, ...), for checks and diagnostics."""
         if not name.isidentifier():
             raise ValueError(f"not a pragma name: {name!r}")
-        with self._transaction() as db:
+        with self._conn.transaction() as db:
             return str(db.execute(f"PRAGMA {name}").fetchone()[0])
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._db is None:
-                raise ValueError(f"event store {self.path} is closed")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        self._conn.close()
 
 
 def _index_message(db: sqlite3.Connection, seq: int, data: dict[str, object]) -> None:
