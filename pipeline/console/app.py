@@ -112,6 +112,23 @@ Page = Annotated[Identity, Depends(page_user)]
 Api = Annotated[Identity, Depends(api_user)]
 
 
+def alert_filters(
+    camera: str | None = None,
+    state: str | None = None,
+    reason: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> AlertFilter:
+    """The inbox's filters from the query (pages and API alike); 400 with the reason when one is bad."""
+    try:
+        return AlertFilter(camera or None, state or None, reason or None, _time(since), _time(until))
+    except VigilError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+Filters = Annotated[AlertFilter, Depends(alert_filters)]
+
+
 def create_app(console: Console) -> FastAPI:
     app = FastAPI(title="Vigil console API", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -197,23 +214,14 @@ def create_app(console: Console) -> FastAPI:
         return render(request, "cameras.html", who, cameras=console.board.cameras())
 
     @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
-    def inbox_page(
-        request: Request,
-        who: Page,
-        camera: str | None = None,
-        state: str | None = None,
-        reason: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        cursor: str | None = None,
-    ) -> HTMLResponse:
-        filters = _filters(camera, state, reason, since, until)
+    def inbox_page(request: Request, who: Page, filters: Filters, cursor: str | None = None) -> HTMLResponse:
         rows, following = console.reader.page(filters, 50, cursor)
         query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        since, until = query.get("since", ""), query.get("until", "")  # as typed, for the form
         return render(
             request, "inbox.html", who, rows=rows, next_cursor=following, filters=filters, query=query,
-            cameras=console.board.names(), reasons=console.reader.reasons(), since=since or "",
-            until=until or "", live=cursor is None and not until, last_seq=console.reader.last_seq(),
+            cameras=console.board.names(), reasons=console.reader.reasons(), since=since,
+            until=until, live=cursor is None and not until, last_seq=console.reader.last_seq(),
         )  # fmt: skip
 
     @app.get("/alerts/{event_id}/row", response_class=HTMLResponse, include_in_schema=False)
@@ -302,18 +310,11 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/api/alerts", tags=["alerts"])
     def api_alerts(
-        who: Api,
-        camera: str | None = None,
-        state: str | None = None,
-        reason: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        cursor: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        who: Api, filters: Filters, cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
     ) -> dict[str, object]:
         """Alerts newest first, filtered; `next` is the cursor of the following page (null: last page).
         `since`/`until`: ISO 8601 times or Unix seconds."""
-        rows, following = console.reader.page(_filters(camera, state, reason, since, until), limit, cursor)
+        rows, following = console.reader.page(filters, limit, cursor)
         return {"alerts": [r.to_json() for r in rows], "next": following}
 
     @app.get("/api/alerts/{event_id}", tags=["alerts"])
@@ -455,15 +456,6 @@ def _time(value: str | None) -> float | None:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
         raise HTTPException(400, f"not a time: {value!r} (ISO 8601 or Unix seconds)") from None
-
-
-def _filters(
-    camera: str | None, state: str | None, reason: str | None, since: str | None, until: str | None
-) -> AlertFilter:
-    try:
-        return AlertFilter(camera or None, state or None, reason or None, _time(since), _time(until))
-    except VigilError as exc:
-        raise HTTPException(400, str(exc)) from None
 
 
 def _when(value: float | None) -> str:
