@@ -15,9 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.atomic import atomic_file
 from pipeline.config import CameraConfig, VigilConfig
 from pipeline.errors import VigilError
 from pipeline.logs import fields
@@ -185,15 +184,8 @@ class ModelStore:
         log.info("live model file adopted as a new version", extra=fields(camera=camera, version=number))
 
     def _make_live(self, camera: str, version_file: Path) -> None:
-        live = self.path(camera)
-        fd, tmp = tempfile.mkstemp(prefix=f".{live.name}.", suffix=".tmp", dir=live.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(version_file, tmp)
-            os.replace(tmp, live)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with open(version_file, "rb") as source, atomic_file(self.path(camera)) as live:
+            shutil.copyfileobj(source, live)
 
     def _read_index(self, camera: str) -> dict | None:
         path = self.versions_dir(camera) / "index.json"
@@ -206,9 +198,8 @@ class ModelStore:
 
     @staticmethod
     def _write_index(folder: Path, index: dict) -> None:
-        tmp = folder / "index.json.tmp"
-        tmp.write_text(json.dumps(index, indent=1))
-        os.replace(tmp, folder / "index.json")
+        with atomic_file(folder / "index.json") as f:
+            f.write(json.dumps(index, indent=1).encode())
 
     @contextmanager
     def _locked(self, camera: str) -> Iterator[Path]:

@@ -10,13 +10,12 @@ reads it back and hands it to each attribute's own `absorb_normal`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.atomic import atomic_file
 from pipeline.errors import ModelError
 from pipeline.packets import ObjectAttributes, SceneGraph
 
@@ -91,15 +90,8 @@ class EventObservations:
             "edge_text": np.array([(e[1], e[2], e[4]) for e in self.edges], dtype=str).reshape(-1, 3),
         }
         arrays.update({f"attr.{name}": getattr(self.attrs, name) for name in _ARRAYS})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as f:
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
         return path
 
     @classmethod
