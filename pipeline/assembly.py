@@ -266,7 +266,7 @@ class Services:
             users, reader, reviewing, board, self.metrics, health, _token(config),
             config.console.feedback_weight, config.console.secure_cookies,
             retention=None if retention is None else partial(retention_panel, retention, config),
-            ranges=NormalRanges(models, config.events.media_dir, config.scoring.device),
+            ranges=NormalRanges(models, config.scoring.device),
         )  # fmt: skip
         return create_app(console)
 

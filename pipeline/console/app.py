@@ -232,14 +232,15 @@ def create_app(console: Console) -> FastAPI:
     @app.get("/alerts/{event_id}", response_class=HTMLResponse, include_in_schema=False)
     def alert_page(request: Request, who: Page, event_id: str) -> HTMLResponse:
         row = _alert_or_404(console.reader, event_id)
+        seen = console.board.observations(row.camera, event_id)  # read once for the count, size, ranges
         message = console.reader.message(event_id) or {}
         versions, current = console.reviewing.models.versions(row.camera)
         return render(
             request, "alert.html", who, row=row, message=message, reviews=console.reader.reviews(event_id),
             versions=versions, current=current, weight=console.feedback_weight,
-            observations=console.board.observations(row.camera, event_id),
-            size=console.board.frame_size(row),
-            ranges=console.ranges.of(row.camera, event_id) if console.ranges is not None else {},
+            observations=None if seen is None else len(seen),
+            size=console.board.frame_size(row, seen),
+            ranges=console.ranges.of(row.camera, seen) if console.ranges is not None else {},
         )  # fmt: skip
 
     @app.post("/alerts/{event_id}/review", include_in_schema=False)

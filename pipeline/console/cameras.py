@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
@@ -14,6 +15,9 @@ from pipeline.console.live import LiveView
 from pipeline.errors import VigilError
 from pipeline.metrics import Metrics
 from pipeline.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from stages.normality.observations import EventObservations
 
 
 @dataclass(frozen=True)
@@ -99,21 +103,26 @@ class CameraBoard:
             state = "up"
         return CameraState(name, state, self.live.fps(name), drops, alerts_today, current, True)
 
-    def observations(self, camera: str, event_id: str) -> int | None:
-        """How many observations of the event were recorded for feedback (None: none)."""
+    def observations(self, camera: str, event_id: str) -> EventObservations | None:
+        """The event's recorded observations (for feedback, the normal ranges and the frame size); None:
+        none recorded, or unreadable (the page shows none; "normal here" reports why)."""
         from stages.normality.observations import EventObservations, observations_path
 
         path = observations_path(self.media_dir, camera, event_id)
         if not path.exists():
             return None
         try:
-            return len(EventObservations.load(path))
-        except VigilError:  # unreadable: the page shows none; "normal here" reports why
+            return EventObservations.load(path)
+        except VigilError:
             return None
 
     @staticmethod
-    def frame_size(row: AlertRow) -> tuple[int, int]:
-        """(width, height) of the event's snapshot, for drawing its trajectory over it."""
+    def frame_size(row: AlertRow, seen: EventObservations | None) -> tuple[int, int]:
+        """(width, height) of the event's frames, for drawing its trajectory over the snapshot: as the
+        observations recorded it, else read from the snapshot."""
+        if seen is not None and min(seen.frame_size) > 0:
+            height, width = seen.frame_size
+            return width, height
         import cv2
 
         if row.snapshot_path and Path(row.snapshot_path).is_file():

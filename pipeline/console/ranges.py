@@ -9,7 +9,6 @@ per camera until their file changes.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import VigilError
@@ -18,12 +17,12 @@ from pipeline.model_store import ModelStore
 if TYPE_CHECKING:
     from stages.normality import NormalityModel
     from stages.normality.attributes.base import NormalRange
+    from stages.normality.observations import EventObservations
 
 
 class NormalRanges:
-    def __init__(self, models: ModelStore, media_dir: Path, device: str = "cpu") -> None:
+    def __init__(self, models: ModelStore, device: str = "cpu") -> None:
         self.models = models
-        self.media_dir = Path(media_dir)
         self.device = device
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int, int] | None, NormalityModel]] = {}
@@ -42,24 +41,22 @@ class NormalRanges:
             self._cache[camera] = (stamp, model)
             return model
 
-    def of(self, camera: str, event_id: str) -> dict[str, NormalRange]:
-        """Attribute -> its normal range for the alert's object (empty: no model or no observations)."""
+    def of(self, camera: str, seen: EventObservations | None) -> dict[str, NormalRange]:
+        """Attribute -> its normal range for the alert's object, from its recorded observations (empty:
+        no model, or none recorded)."""
         import numpy as np
 
         from stages.normality.attributes import REGISTRY
         from stages.normality.attributes.base import ObjectView
         from stages.normality.features import truncated
-        from stages.normality.observations import EventObservations, observations_path
 
-        path = observations_path(self.media_dir, camera, event_id)
-        if not path.exists():
+        if seen is None or len(seen) == 0:
             return {}
         try:
             model = self._model(camera)
-            seen = EventObservations.load(path)
-        except VigilError:  # a model or file this Vigil cannot read: the page shows the score plots
+        except VigilError:  # a model this Vigil cannot read: the page shows the score plots
             return {}
-        if model is None or len(seen) == 0:
+        if model is None:
             return {}
         attrs = seen.attrs
         whole = np.flatnonzero(~truncated(attrs.xyxy, seen.frame_size))
