@@ -119,6 +119,17 @@ def observations_path(media_dir: Path, camera: str, event_id: str) -> Path:
     return Path(media_dir) / camera / f"{event_id}.obs.npz"
 
 
+@dataclass
+class _Recording:
+    """One open event: its track, the rows kept (every `stride`-th frame showing it) and its relations."""
+
+    track: int
+    rows: list[ObjectAttributes] = field(default_factory=list)
+    edges: dict[tuple[int, str, int], tuple[int, str, str, int, str]] = field(default_factory=dict)
+    stride: int = 1
+    seen: int = 0  # frames that showed the track
+
+
 class ObservationRecorder:
     """Per open event of one camera: the object's row each analysed frame (at most `max_frames`,
     thinned to every other frame when full, so a long event keeps its whole span) and its relations."""
@@ -126,15 +137,11 @@ class ObservationRecorder:
     def __init__(self, camera: str, max_frames: int = 200) -> None:
         self.camera = camera
         self.max_frames = max_frames
-        self._open: dict[str, tuple[int, list[ObjectAttributes], dict[tuple[int, str, int], tuple]]] = {}
-        self._stride: dict[str, int] = {}
-        self._seen: dict[str, int] = {}
+        self._open: dict[str, _Recording] = {}
         self.frame_size = (0, 0)
 
     def start(self, event_id: str, track_id: int) -> None:
-        self._open.setdefault(event_id, (track_id, [], {}))
-        self._stride.setdefault(event_id, 1)
-        self._seen.setdefault(event_id, 0)
+        self._open.setdefault(event_id, _Recording(track_id))
 
     def add(self, attrs: ObjectAttributes, graph: SceneGraph | None, frame_size: tuple[int, int]) -> None:
         """Record this frame's row of every open event's track (frames without it add nothing)."""
@@ -142,18 +149,18 @@ class ObservationRecorder:
         if not self._open or len(attrs) == 0:
             return
         ids = attrs.track_id
-        for event_id, (track, rows, edges) in self._open.items():
-            hit = np.flatnonzero(ids == track)
+        for rec in self._open.values():
+            hit = np.flatnonzero(ids == rec.track)
             if len(hit) == 0:
                 continue
-            self._seen[event_id] += 1
-            if (self._seen[event_id] - 1) % self._stride[event_id] == 0:
-                rows.append(take_rows(attrs, hit[:1]))
-                if len(rows) >= self.max_frames:
-                    del rows[1::2]
-                    self._stride[event_id] *= 2
+            rec.seen += 1
+            if (rec.seen - 1) % rec.stride == 0:
+                rec.rows.append(take_rows(attrs, hit[:1]))
+                if len(rec.rows) >= self.max_frames:
+                    del rec.rows[1::2]
+                    rec.stride *= 2
             if graph is not None:
-                self._relations(track, graph, edges)
+                self._relations(rec.track, graph, rec.edges)
 
     @staticmethod
     def _relations(track: int, graph: SceneGraph, edges: dict[tuple[int, str, int], tuple]) -> None:
@@ -164,17 +171,14 @@ class ObservationRecorder:
 
     def observations(self, event_id: str) -> EventObservations | None:
         """What is recorded of the event so far; None when unknown or no frame showed its object."""
-        entry = self._open.get(event_id)
-        if entry is None or not entry[1]:
+        rec = self._open.get(event_id)
+        if rec is None or not rec.rows:
             return None
-        track, rows, edges = entry
         return EventObservations(
-            self.camera, event_id, track, self.frame_size, concat_rows(rows), list(edges.values())
+            self.camera, event_id, rec.track, self.frame_size, concat_rows(rec.rows), list(rec.edges.values())
         )
 
     def finish(self, event_id: str) -> EventObservations | None:
         out = self.observations(event_id)
         self._open.pop(event_id, None)
-        self._stride.pop(event_id, None)
-        self._seen.pop(event_id, None)
         return out
