@@ -173,6 +173,7 @@ class Services:
         """`events_stream` is where JSONL path "-" writes (None: sys.stdout); `running`: cameras run in
         this process (False: `vigil serve`, the console over the event store alone)."""
         self.sinks = make_sinks(config, events_stream)
+        retention = self._retention(config)  # after the sinks: it opens the store they create
         if config.http.enabled:
             health = HealthProbe(self.metrics, config.http.stall_limit_s)
             if console_enabled(config):
@@ -184,7 +185,7 @@ class Services:
                     if running
                     else None
                 )
-                app = self._console(config, cameras, health)
+                app = self._console(config, cameras, health, retention)
                 server: ConsoleServer | MetricsServer = ConsoleServer(
                     app, config.http.host, config.http.port, token=_token(config) is not None
                 )
@@ -196,7 +197,6 @@ class Services:
         self.delivery = make_delivery(config, cameras, self.metrics)
         if self.delivery is not None:  # MQTT / webhook workers draining the SQLite outbox
             self.delivery.start()
-        retention = self._retention(config)
         if retention is not None:
             retention.start(self.stop)
 
@@ -227,8 +227,10 @@ class Services:
         self._closers.append(retention.close)
         return retention
 
-    def _console(self, config: VigilConfig, cameras: Sequence[str], health: HealthProbe) -> object:
-        """The console app over this run's event store, model store and live view."""
+    def _console(
+        self, config: VigilConfig, cameras: Sequence[str], health: HealthProbe, retention: Retention | None
+    ) -> object:
+        """The console app over this run's event store, model store, live view and retention."""
         from pipeline.console.alerts import AlertReader
         from pipeline.console.app import Console, create_app
         from pipeline.console.cameras import CameraBoard
@@ -261,7 +263,6 @@ class Services:
             cameras, reader, models, self.metrics, self.live, config.events.media_dir,
             config.http.stall_limit_s, warmup=config.scoring.warmup_s > 0,
         )  # fmt: skip
-        retention = self._retention(config)
         console = Console(
             users, reader, reviewing, board, self.metrics, health, _token(config),
             config.console.feedback_weight, config.console.secure_cookies,

@@ -36,11 +36,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipeline.console.alerts import STATES, AlertFilter, AlertReader, AlertRow
 from pipeline.console.cameras import CameraBoard
 from pipeline.console.ranges import NormalRanges
-from pipeline.console.reviewing import Reviewing, ReviewRefused
+from pipeline.console.reviewing import FeedbackOutcome, Reviewing, ReviewRefused
 from pipeline.console.users import LoginThrottled, Role, Session, UserStore, check_csrf
 from pipeline.errors import VigilError
 from pipeline.http import HealthProbe
 from pipeline.metrics import Metrics
+from pipeline.model_store import ModelVersion
 
 log = logging.getLogger("vigil.console")
 HERE = Path(__file__).parent
@@ -420,13 +421,13 @@ def create_app(console: Console) -> FastAPI:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-def _review(console: Console, event_id: str, action: str, who: Identity):  # type: ignore[no-untyped-def]
+def _review(console: Console, event_id: str, action: str, who: Identity) -> FeedbackOutcome | None:
     if action not in ACTIONS:
         raise HTTPException(400, f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
     return console.reviewing.review(event_id, action, who.user, who.role)
 
 
-def _undo(console: Console, camera: str, number: int, who: Identity):  # type: ignore[no-untyped-def]
+def _undo(console: Console, camera: str, number: int, who: Identity) -> ModelVersion:
     return console.reviewing.undo(camera, number, who.user, who.role)
 
 
