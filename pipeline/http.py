@@ -55,6 +55,14 @@ class HealthProbe:
             "failing_stages": failing,
         }
 
+    def response(self, authorised: bool) -> tuple[int, bytes]:
+        """/healthz's status code and JSON body: the status is open (probes carry no secret), which
+        cameras stall and which stages fail only for the token's holder."""
+        ok, detail = self.check()
+        if not authorised:
+            detail = {"status": detail["status"]}
+        return (200 if ok else 503), json.dumps(detail).encode() + b"\n"
+
 
 class MetricsServer:
     def __init__(
@@ -114,14 +122,12 @@ class MetricsServer:
     def _app(self, environ: dict[str, object], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         authorised = self._authorised(environ)
-        if path == "/healthz":  # the status is open (probes carry no secret), the details are not
-            ok, detail = self.health.check()
-            if not authorised:
-                detail = {"status": detail["status"]}
+        if path == "/healthz":
+            code, body = self.health.response(authorised)
             start_response(
-                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")]
+                "200 OK" if code == 200 else "503 Service Unavailable", [("Content-Type", "application/json")]
             )
-            return [json.dumps(detail).encode() + b"\n"]
+            return [body]
         if not authorised:
             start_response(
                 "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")]

@@ -401,11 +401,8 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> Response:
-        ok, detail = console.health.check()
-        if console.token and not _bearer_ok(request, console.token):
-            detail = {"status": detail["status"]}
-        body = json.dumps(detail) + "\n"  # the same body as the plain metrics server's
-        return Response(body, 200 if ok else 503, media_type="application/json")
+        code, body = console.health.response(not console.token or _bearer_ok(request, console.token))
+        return Response(body, code, media_type="application/json")
 
     @app.exception_handler(VigilError)
     async def vigil_error(request: Request, exc: VigilError) -> Response:
